@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import pickle
-import shutil
 import tarfile
 import tempfile
 import urllib.error

@@ -11,7 +11,6 @@ import difflib
 import importlib
 import math
 import os
-import sys
 from types import ModuleType
 from typing import Any, Callable
 
@@ -26,48 +25,15 @@ HEAD_PATHS = ("fc", "classifier", "heads.head", "head", "heads")
 # torchvision models whose default aux classifiers would make train-mode forward return a tuple.
 _AUX_MODELS = ("googlenet", "inception_v3")
 
-# torchvision ops that its Python side registers helpers for at import (see _import_torchvision).
-_TV_OPS = ("nms", "qnms", "roi_align", "_roi_align_backward", "ps_roi_align", "_ps_roi_align_backward",
-           "roi_pool", "_roi_pool_backward", "ps_roi_pool", "_ps_roi_pool_backward", "qroi_align",
-           "deform_conv2d", "_deform_conv2d_backward")
-_placeholder_libraries: list[Any] = []  # a torch.library.Library's definitions die with the object
-
-
-def _forget(package: str) -> None:
-    for module in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
-        del sys.modules[module]
-
-
-def _declare_placeholder_ops() -> None:
-    library = torch.library.Library("torchvision", "FRAGMENT")
-    for op in _TV_OPS:
-        if not hasattr(torch.ops.torchvision, op):
-            library.define(f"{op}(Tensor x) -> Tensor")
-    _placeholder_libraries.append(library)
-
-
 def _import_torchvision() -> ModuleType:
-    """Import torchvision, working around a compiled extension that cannot load.
-
-    The torchvision wheels on PyPI for Linux are CUDA builds; next to a CPU-only torch their
-    ``_C`` extension fails to load and the import then dies registering helpers for the
-    missing ops ("operator torchvision::nms does not exist"). The classification models are
-    pure Python, so we declare placeholder ops (calling one still fails loudly: it has no
-    kernel) and import again.
-    """
+    """Import torchvision lazily; a broken install (e.g. a CUDA torchvision wheel beside a CPU-only
+    torch, whose compiled ops cannot load) is reported as one line, not a traceback."""
     try:
         return importlib.import_module("torchvision")
     except ImportError as err:
         raise CnnkitError(f"tv: and timm: models need torchvision, which is not installed ({err})") from None
     except RuntimeError as err:
-        if "torchvision::" not in str(err):
-            raise CnnkitError(f"torchvision cannot be imported: {err}") from None
-    _forget("torchvision")
-    _declare_placeholder_ops()
-    try:
-        return importlib.import_module("torchvision")
-    except Exception as err:  # noqa: BLE001 - any failure here is an installation problem
-        raise CnnkitError(f"torchvision cannot be imported: {type(err).__name__}: {err}") from None
+        raise CnnkitError(f"torchvision cannot be imported ({err}); install matching torch and torchvision wheels") from None
 
 
 def _import_timm() -> ModuleType:

@@ -1,7 +1,6 @@
 """The README's story through the real CLI: train -> runs -> eval -> predict, and bad input."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
