@@ -62,7 +62,7 @@ Schedule = Literal["onecycle", "cosine", "step", "none"]
 
 @dataclass
 class TrainConfig:
-    epochs: int = opt(8, "passes over the training set")
+    epochs: int = opt(10, "passes over the training set")
     batch_size: int = opt(128, "images per optimizer step (per process under torchrun)")
     optimizer: Optimizer = opt("sgd", "sgd (Nesterov momentum), adam or adamw")
     lr: float | None = opt(None, "peak learning rate; default 0.1 for sgd (scaled by batch/128), 2e-3 for adam(w)")

@@ -14,6 +14,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     check.add_argument("--channels", type=int, choices=(1, 3), help="force gray or RGB")
     check.add_argument("--val-fraction", type=float, default=0.0, help="also split off validation (default: 0)")
     check.add_argument("--seed", type=int, default=0, help="seed of the split")
+    check.add_argument("--skip-bad", action="store_true", help="report unreadable files as a warning, not a problem")
     check.add_argument("--json", action="store_true", help="print JSON")
     check.set_defaults(handler=run_check)
     p.set_defaults(handler=lambda a: p.print_help() or 2)
@@ -27,6 +28,7 @@ def run_check(args: argparse.Namespace) -> int:
 
     cfg = DataConfig(name=args.data, data_dir=args.data_dir, image_size=args.image_size, channels=args.channels,
                      val_fraction=args.val_fraction, skip_bad=True)
-    report = diagnose(load_dataset(cfg, seed=args.seed))
+    # Load with skip_bad so every unreadable file is listed; whether they are fatal is the report's call.
+    report = diagnose(load_dataset(cfg, seed=args.seed), skip_bad=args.skip_bad)
     emit(args, report.to_dict(), format_report(report))
     return 2 if report.problems else 0
