@@ -5,6 +5,7 @@ the run's folder is created, so bad input leaves nothing half-written under ``ru
 """
 from __future__ import annotations
 
+import logging
 import platform
 import re
 import shutil
@@ -24,11 +25,12 @@ from cnnkit.data.sources import load_dataset
 from cnnkit.data.transforms import BatchPipeline, Normalization, pipelines_for
 from cnnkit.engine import Engine, init_distributed, make_engine, seed_everything
 from cnnkit.errors import CnnkitError
-from cnnkit.models import build_model
+from cnnkit.models import build_model, resolved_options
 from cnnkit.runs import RunDir, RunStore
 from cnnkit.evaluate import evaluate_split
 from cnnkit.train import Callback, FitResult, fit
 
+log = logging.getLogger(__name__)
 IMAGENET = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
@@ -61,7 +63,7 @@ def preprocessing(cfg: Config, ds: Dataset) -> dict[str, Any]:
 def model_spec(cfg: Config, ds: Dataset, pre: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": cfg.model.name,
-        "kwargs": dict(cfg.model.kwargs),
+        "kwargs": resolved_options(cfg.model.name, cfg.model.kwargs),
         "num_classes": ds.num_classes,
         "in_channels": ds.channels,
         "image_size": pre["input_size"],
@@ -186,8 +188,19 @@ def _train_and_save(cfg: Config, engine: Engine, ds: Dataset, model: torch.nn.Mo
         run.save_weights(result.model, model_spec(cfg, ds, pre))
         run.write("history.json", result.history)
         run.write("metrics.json", metrics)
+        _store_diagnosis(run, result.history)
         run.set_status("finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return TrainOutcome(run, metrics, result.history)
+
+
+def _store_diagnosis(run: RunDir, history: list[dict[str, float]]) -> None:
+    """curves.png + diagnosis.json beside the run; the training is done, so this never fails it."""
+    try:
+        from cnnkit.diagnosis import save_training_diagnosis
+
+        save_training_diagnosis(run, history)
+    except Exception as exc:  # noqa: BLE001 - e.g. no matplotlib: a trained run must not be lost to a plot
+        log.warning("cnnkit: could not store the training curves of %s: %s: %s", run.ref, type(exc).__name__, exc)
 
 
 def final_metrics(result: FitResult, ds: Dataset, pipe: BatchPipeline, cfg: Config, engine: Engine, seconds: float) -> dict[str, Any]:

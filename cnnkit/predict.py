@@ -27,33 +27,64 @@ class Prediction:
         return {"index": self.index, "label": self.label, "probability": round(self.probability, 6)}
 
 
-class Predictor:
-    """A run's model with its preprocessing; ``predict`` takes files, bytes or PIL images."""
+@dataclass
+class Prepared:
+    """One image as the model sees it (uint8 (C, S, S)) and the preprocessing steps that ran."""
 
-    def __init__(self, loaded: LoadedRun, device: str | torch.device = "cpu") -> None:
+    array: np.ndarray
+    steps: list[str]
+
+
+class Predictor:
+    """A run's model with its preprocessing; ``predict`` takes files, bytes or PIL images.
+
+    ``digits``: run the MNIST-style photo preprocessing (cnnkit.data.preprocess) on raw images;
+    None (the default) turns it on for runs whose data kind is "digits".
+    """
+
+    def __init__(self, loaded: LoadedRun, device: str | torch.device = "cpu", digits: bool | None = None) -> None:
         self.loaded = loaded
         self.device = torch.device(device)
         self.model = loaded.model.to(self.device).eval()
         pre = loaded.spec["preprocess"]
         self.pre = pre
         self.pipeline = pipelines_for(pre)[1]
+        self.digits = pre.get("kind") == "digits" if digits is None else digits
 
     @classmethod
-    def from_run(cls, ref: str, runs_dir: str | Path | None = None, device: str = "cpu") -> "Predictor":
-        return cls(load(ref, runs_dir, device), device)
+    def from_run(cls, ref: str, runs_dir: str | Path | None = None, device: str = "cpu",
+                 digits: bool | None = None) -> "Predictor":
+        return cls(load(ref, runs_dir, device), device, digits)
 
     @property
     def classes(self) -> list[str]:
         return self.loaded.classes
 
-    def to_uint8(self, source: Any) -> np.ndarray:
+    def to_uint8(self, source: Any, digits: bool | None = None) -> np.ndarray:
         """One raw image -> uint8 (C, S, S) at the size and channels the run stored its data in."""
+        return self.prepare(source, digits).array
+
+    def prepare(self, source: Any, digits: bool | None = None, max_pixels: int | None = None) -> Prepared:
+        """``to_uint8`` plus the names of the preprocessing steps that ran (shown by the server).
+
+        ``digits`` overrides the predictor's setting for this image; ``max_pixels`` tightens the
+        decoder's limit (the server's guard against decompression bombs).
+        """
         from PIL import Image
 
-        from cnnkit.data.imageio import decode_image, fit_image
+        from cnnkit.data.imageio import DEFAULT_MAX_PIXELS, decode_image, fit_image
 
-        img = source if isinstance(source, Image.Image) else decode_image(source, target_size=self.pre["stored_size"])
-        return fit_image(img, self.pre["stored_size"], self.pre["channels"])
+        size, channels = self.pre["stored_size"], self.pre["channels"]
+        use_digits = self.digits if digits is None else digits
+        # Digit photos are cropped to the ink, so decode them big enough to crop from.
+        target = max(size, 256) if use_digits else size
+        img = source if isinstance(source, Image.Image) else decode_image(source, max_pixels or DEFAULT_MAX_PIXELS, target_size=target)
+        if not use_digits:
+            return Prepared(fit_image(img, size, channels), [f"resize-{size}x{size}"])
+        from cnnkit.data.preprocess import digit_image
+
+        gray, steps = digit_image(img, size)
+        return Prepared(np.repeat(gray[None], channels, axis=0), steps)
 
     @torch.inference_mode()
     def probabilities(self, batch_uint8: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE.yaml", help="options file with sections data, model, train, run")
     p.add_argument("--resume", metavar="NAME[:vN]", help="continue a killed run from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    p.add_argument("--from-study", metavar="STUDY", help="train the best trial of a tuning study (cnnkit tune) as a "
+                   "new run that records the study and trial; flags override its options")
+    p.add_argument("--storage", metavar="URL", help="with --from-study: the study's storage (default: SQLite under the runs dir)")
     add_config_flags(p)
     p.set_defaults(handler=run)
 
@@ -20,8 +23,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cnnkit.experiment import train_run
 
-    cfg = config_from_args(args)
-    outcome = train_run(cfg, resume=args.resume)
+    if args.from_study or args.storage:
+        from cnnkit.tune import train_from_study
+
+        outcome = train_from_study(args)
+    else:
+        outcome = train_run(config_from_args(args), resume=args.resume)
     if outcome.run is None:  # a non-main torchrun process: rank 0 reports
         return 0
     m = outcome.metrics

@@ -87,3 +87,14 @@ def _check_options(name: str, builder: ModelBuilder, kwargs: dict[str, Any]) -> 
 
         known = ", ".join(_options(builder)) or "none"
         raise CnnkitError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; its options: {known}")
+
+
+def resolved_options(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The builder's options with their defaults filled in, as stored in a run's model.json, so a
+    later change of a default never changes how an existing run is rebuilt."""
+    if name.startswith(_EXTERNAL_PREFIXES):
+        return dict(kwargs)
+    _load_families()
+    builder = MODELS.get(name)
+    _check_options(name, builder, kwargs)
+    return {**_options(builder), **kwargs}

@@ -248,3 +248,11 @@ def test_input_size_hint(external) -> None:
     assert hint("cnn") is None
     with pytest.raises(CnnkitError):
         hint("tv:no_such_net")
+
+
+def test_resolved_options_fill_in_defaults_so_old_runs_rebuild_the_same():
+    from cnnkit.models import resolved_options
+
+    assert resolved_options("cnn", {"dropout": 0.1}) == {"width": 16, "dropout": 0.1}
+    assert resolved_options("lenet5", {}) == {}
+    assert resolved_options("tv:resnet18", {"x": 1}) == {"x": 1}

@@ -1,0 +1,236 @@
+"""Load test: cnnkit serve (torch, onnx) against the tutorials' Flask server, one 28x28 PNG per request.
+
+Starts each server itself on 127.0.0.1, sends ``POST /predict`` with one multipart PNG (an
+MNIST test digit) at concurrency 1, 16 and 64 with ``wrk`` (Debian package; a small asyncio
+client is the fallback), and prints req/s, p50 and p99 for each. ``--soak-seconds N`` then runs
+N seconds of load against the torch server and reports its memory (RSS of all its processes)
+before and after. Needs a quiet machine: every server and the load generator share the cores.
+
+    python benchmarks/serve_load.py mnist-cnn --runs-dir /tmp/serve-runs --duration 15 --soak-seconds 300
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BOUNDARY = "cnnkitbenchboundary"
+
+
+def digit_png(data_dir: str) -> bytes:
+    from PIL import Image
+
+    from cnnkit.data.sources import load_builtin
+
+    test = load_builtin("mnist", Path(data_dir), download=False).test
+    buf = io.BytesIO()
+    Image.fromarray(test.images[0, 0].numpy()).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def multipart(png: bytes) -> bytes:
+    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"digit.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode()
+    return head + png + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers (405 for GET /predict on Flask)
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+def start(cmd: list[str], ready_url: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start a server in its own process group; its output goes to ``log`` (a pipe nobody reads
+    would fill up and stall a server that logs every request, as Flask's does)."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_ready(ready_url, proc, log)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants (uvicorn's workers), in MB."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, AttributeError):
+            continue
+    return total / 1024
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(url: str, body_file: Path, conns: int, seconds: float) -> dict[str, float]:
+    script = body_file.with_suffix(".lua")
+    script.write_text(f'local f = io.open("{body_file}", "rb")\nwrk.method = "POST"\nwrk.body = f:read("*a")\nf:close()\n'
+                      f'wrk.headers["Content-Type"] = "multipart/form-data; boundary={BOUNDARY}"\n')
+    threads = min(conns, 2)
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s",
+                          "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\n\s+50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\n\s+99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": socket_errors.group(1) if socket_errors else ""}
+
+
+async def _client(host: str, port: int, request: bytes, deadline: float, latencies: list[float], status: list[int]) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - start)
+            status.append(int(head.split(b" ", 2)[1]))
+            if re.search(rb"(?i)connection:\s*close", head):
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+    finally:
+        writer.close()
+
+
+def run_python(url: str, body: bytes, conns: int, seconds: float) -> dict[str, float]:
+    """Fallback load generator (keep-alive HTTP/1.1, closed loop); slower than wrk at high rates."""
+    m = re.match(r"http://([^:/]+):(\d+)(/.*)", url)
+    host, port, path = m.group(1), int(m.group(2)), m.group(3)  # type: ignore[union-attr]
+    request = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    latencies: list[float] = []
+    status: list[int] = []
+
+    async def main() -> None:
+        deadline = time.perf_counter() + seconds
+        await asyncio.gather(*(_client(host, port, request, deadline, latencies, status) for _ in range(conns)))
+
+    start = time.perf_counter()
+    asyncio.run(main())
+    elapsed = time.perf_counter() - start
+    lat = sorted(latencies)
+    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")  # noqa: E731
+    return {"rps": len(lat) / elapsed, "p50_ms": pick(0.50), "p99_ms": pick(0.99),
+            "non_2xx": sum(1 for s in status if s >= 300), "socket_errors": ""}
+
+
+def measure(url: str, body: bytes, body_file: Path, conns: int, seconds: float) -> dict[str, float]:
+    if shutil.which("wrk"):
+        return run_wrk(url, body_file, conns, seconds)
+    return run_python(url, body, conns, seconds)
+
+
+def servers(args: argparse.Namespace) -> dict[str, list[str]]:
+    py = sys.executable
+    runs = ["--runs-dir", args.runs_dir] if args.runs_dir else []
+    data = ["--data-dir", args.data_dir]
+    serve = [py, "-m", "cnnkit", "serve", args.run, *runs, *data, "--workers", str(args.workers),
+             "--threads", str(args.threads), "--max-wait-ms", str(args.max_wait_ms)]
+    return {
+        "flask-baseline": [py, str(HERE / "flask_baseline.py"), args.run, *runs, "--port", "{port}"],
+        "cnnkit-torch": [*serve, "--backend", "torch", "--port", "{port}"],
+        "cnnkit-onnx": [*serve, "--backend", "onnx", "--port", "{port}"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("run", help="an MNIST cnn run (NAME, NAME:vN or path)")
+    p.add_argument("--runs-dir")
+    p.add_argument("--data-dir", default=os.environ.get("CNNKIT_DATA") or str(HERE.parents[1] / "shared" / "data"))
+    p.add_argument("--duration", type=float, default=15.0, help="seconds per measurement (default: 15)")
+    p.add_argument("--concurrency", default="1,16,64")
+    p.add_argument("--workers", type=int, default=2, help="cnnkit serve worker processes (default: 2)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-wait-ms", type=float, default=2.0)
+    p.add_argument("--only", help="comma-separated subset of flask-baseline,cnnkit-torch,cnnkit-onnx")
+    p.add_argument("--soak-seconds", type=float, default=0.0, help="then load cnnkit-torch this long, RSS before/after")
+    p.add_argument("--port", type=int, default=8790)
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args(argv)
+    body = multipart(digit_png(args.data_dir))
+    env = {**os.environ, "CNNKIT_DATA": args.data_dir}
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        body_file = Path(tmp) / "body.bin"
+        body_file.write_bytes(body)
+        chosen = servers(args)
+        names = args.only.split(",") if args.only else list(chosen)
+        for name in names:
+            port = args.port
+            cmd = [c.replace("{port}", str(port)) for c in chosen[name]]
+            url = f"http://127.0.0.1:{port}/predict"
+            ready = f"http://127.0.0.1:{port}/v2/health/ready" if "cnnkit" in name else url
+            proc = start(cmd, ready, env, Path(tmp) / f"{name}.log")
+            try:
+                measure(url, body, body_file, 4, 2.0)  # warm-up
+                results[name] = {}
+                for conns in (int(c) for c in args.concurrency.split(",")):
+                    r = measure(url, body, body_file, conns, args.duration)
+                    results[name][f"c{conns}"] = r
+                    print(f"{name:15s} c={conns:<3d} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+                          f"p99 {r['p99_ms']:7.2f} ms  non-2xx {r['non_2xx']} {r['socket_errors']}", flush=True)
+                if args.soak_seconds and name == "cnnkit-torch":
+                    before = rss_mb(proc.pid)
+                    r = measure(url, body, body_file, 16, args.soak_seconds)
+                    after = rss_mb(proc.pid)
+                    results["soak"] = {"seconds": args.soak_seconds, "rss_mb_before": round(before, 1),
+                                       "rss_mb_after": round(after, 1), **r}
+                    print(f"soak {args.soak_seconds:.0f} s at c=16: {r['rps']:.0f} req/s, RSS {before:.1f} MB -> "
+                          f"{after:.1f} MB, non-2xx {r['non_2xx']}", flush=True)
+            finally:
+                stop(proc)
+    base = results.get("flask-baseline", {}).get("c16")
+    for name in ("cnnkit-torch", "cnnkit-onnx"):
+        if base and name in results and "c16" in results[name]:
+            r = results[name]["c16"]
+            print(f"{name} vs flask at c=16: {r['rps'] / base['rps']:.1f}x req/s; p99 {r['p99_ms']:.1f} ms "
+                  f"vs flask p50 {base['p50_ms']:.1f} ms")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""``cnnkit serve RUN [RUN ...]``: the runs behind an HTTP API, KServe v2 and a web page."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser("serve", help="serve runs over HTTP (JSON API, KServe v2, web page, metrics)",
+                         description="Serve one or more runs: POST /predict, /explain, KServe v2 under /v2, "
+                                     "Prometheus /metrics, OpenAPI /docs and a drawing page at /. "
+                                     "Admin loads need CNNKIT_ADMIN_TOKEN.")
+    p.add_argument("runs", metavar="RUN", nargs="+",
+                   help="NAME (latest version), NAME:vN, a path, or ALIAS=RUN to serve it under another name; "
+                        "the first is the default model")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1; about one per core)")
+    p.add_argument("--threads", type=int, default=1, help="threads per forward pass in each worker (default: 1)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="torch: eager PyTorch; onnx: export (checked against PyTorch) and run with ONNX Runtime")
+    p.add_argument("--max-batch", type=int, default=32, help="images per forward pass at most (default: 32)")
+    p.add_argument("--max-wait-ms", type=float, default=2.0,
+                   help="how long the first image of a batch may wait for others (default: 2)")
+    p.add_argument("--max-queue", type=int, default=1024, help="images waiting per model before 503 (default: 1024)")
+    p.add_argument("--digits", choices=("auto", "on", "off"), default="auto",
+                   help="digit photo preprocessing: auto = for runs trained on digits (default)")
+    p.add_argument("--max-images", type=int, default=64, help="images per request at most (default: 64)")
+    p.add_argument("--max-request-mb", type=float, default=20.0, help="request body limit in MB (default: 20)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="pixels per image at most (default: 40M)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request at most (default: 30)")
+    p.add_argument("--runs-dir", help="where runs live")
+    p.add_argument("--data-dir", help="data root, to check ONNX exports on the runs' test images")
+    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cnnkit.errors import CnnkitError
+    from cnnkit.serve.server import banner, export_models, main_log, resolve_models, serve
+    from cnnkit.serve.settings import Limits, ServeSettings
+
+    if args.max_request_mb <= 0 or args.max_images < 1 or args.max_pixels < 1 or args.timeout <= 0:
+        raise CnnkitError("--max-request-mb, --max-images, --max-pixels and --timeout must be positive")
+    limits = Limits(max_request_bytes=int(args.max_request_mb * 1024 * 1024), max_pixels=args.max_pixels,
+                    max_images=args.max_images, timeout_s=args.timeout)
+    settings = ServeSettings(
+        models=resolve_models(args.runs, args.runs_dir), backend=args.backend, host=args.host, port=args.port,
+        workers=args.workers, threads=args.threads, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue, digits=args.digits, limits=limits, data_dir=args.data_dir, runs_dir=args.runs_dir)
+    settings = export_models(settings, main_log)
+    main_log(banner(settings))
+    serve(settings, args.log_level)
+    return 0

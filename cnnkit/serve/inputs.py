@@ -1,0 +1,134 @@
+"""Request bodies -> encoded images: multipart ``file`` fields, JSON base64, or a raw image body.
+
+Only reads and checks the envelope (content type, field names, count, base64); decoding the
+image itself is ``cnnkit.data.imageio``'s job, which refuses corrupt, truncated, empty,
+non-image and oversized images with a reason.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from starlette.requests import Request
+
+from cnnkit.serve.limits import FORM_TYPES, IMAGE_TYPES, JSON_TYPES, ApiError, media_type
+from cnnkit.serve.settings import Limits
+
+ACCEPTED = ", ".join((*FORM_TYPES, *JSON_TYPES, "image/* (a raw image body)"))
+
+
+def _b64(text: Any, index: int) -> bytes:
+    if not isinstance(text, str):
+        raise ApiError(422, "bad_json", f"images[{index}] must be a base64 string, got {type(text).__name__}")
+    if text.startswith("data:"):  # a data URL, as a browser's canvas.toDataURL() makes
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, "bad_base64", f"images[{index}] is not valid base64") from None
+
+
+def _count(n: int, limits: Limits) -> None:
+    if n == 0:
+        raise ApiError(422, "no_images", "the request holds no image: send form fields named 'file', "
+                       "JSON {\"images\": [base64, ...]} or an image body")
+    if n > limits.max_images:
+        raise ApiError(422, "too_many_images", f"{n} images in one request; the limit is {limits.max_images}")
+
+
+def from_json(body: bytes, limits: Limits) -> list[bytes]:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"body is not valid JSON ({exc})") from None
+    if not isinstance(payload, dict) or "images" not in payload:
+        raise ApiError(422, "bad_json", 'JSON body must be an object with "images": [base64 strings]')
+    extra = sorted(set(payload) - {"images"})
+    if extra:
+        raise ApiError(422, "bad_json", f"unexpected JSON key(s) {', '.join(map(repr, extra))}; only \"images\" is read")
+    images = payload["images"]
+    if not isinstance(images, list):
+        raise ApiError(422, "bad_json", '"images" must be a list of base64 strings')
+    _count(len(images), limits)
+    return [_b64(text, i) for i, text in enumerate(images)]
+
+
+class _Parts:
+    """Collects multipart parts (headers and data) from python-multipart's callbacks."""
+
+    def __init__(self, max_parts: int) -> None:
+        self.parts: list[tuple[dict[bytes, bytes], bytearray]] = []
+        self.max_parts = max_parts
+        self._field = self._value = b""
+
+    def callbacks(self) -> dict[str, Any]:
+        def part_begin() -> None:
+            if len(self.parts) >= self.max_parts:
+                raise ApiError(422, "too_many_images", f"more than {self.max_parts - 1} form parts in one request")
+            self.parts.append(({}, bytearray()))
+
+        def header_field(data: bytes, start: int, end: int) -> None:
+            self._field += data[start:end]
+
+        def header_value(data: bytes, start: int, end: int) -> None:
+            self._value += data[start:end]
+
+        def header_end() -> None:
+            self.parts[-1][0][self._field.lower()] = self._value
+            self._field = self._value = b""
+
+        def part_data(data: bytes, start: int, end: int) -> None:
+            self.parts[-1][1].extend(data[start:end])
+
+        return {"on_part_begin": part_begin, "on_header_field": header_field, "on_header_value": header_value,
+                "on_header_end": header_end, "on_part_data": part_data}
+
+
+def from_form(body: bytes, content_type: str, limits: Limits) -> list[bytes]:
+    """Images from a multipart body: every part must be a file field named ``file``.
+
+    Parsed with python-multipart's MultipartParser on the whole (size-limited) body, which
+    skips Starlette's per-file temporary files: this is the hot path of every upload.
+    """
+    from python_multipart.exceptions import MultipartParseError
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    if not boundary:
+        raise ApiError(400, "bad_form", "multipart/form-data without a boundary parameter")
+    collected = _Parts(limits.max_images + 1)
+    try:
+        parser = MultipartParser(boundary, collected.callbacks())
+        parser.write(body)
+        parser.finalize()
+    except (MultipartParseError, ValueError) as exc:
+        raise ApiError(400, "bad_form", f"malformed multipart body ({exc})") from None
+    blobs = []
+    for i, (headers, data) in enumerate(collected.parts):
+        disposition = parse_options_header(headers.get(b"content-disposition", b""))[1]
+        name = disposition.get(b"name", b"").decode("latin-1")
+        if name != "file":
+            raise ApiError(422, "bad_form", f"unexpected form field {name!r}; send images as fields named 'file'")
+        if b"filename" not in disposition:
+            raise ApiError(422, "bad_form", f"form field 'file' #{i} is text, not a file upload")
+        blobs.append(bytes(data))
+    _count(len(blobs), limits)
+    return blobs
+
+
+async def read_images(request: Request, limits: Limits) -> list[bytes]:
+    """The encoded images of a /predict or /explain request, in order."""
+    kind = media_type(request.headers.get("content-type"))
+    if kind in FORM_TYPES:
+        return from_form(await request.body(), request.headers.get("content-type", ""), limits)
+    if kind in JSON_TYPES:
+        return from_json(await request.body(), limits)
+    if kind in IMAGE_TYPES or kind.startswith("image/"):
+        body = await request.body()
+        if not body:
+            raise ApiError(422, "no_images", "empty request body")
+        return [body]
+    shown = kind or "none"
+    raise ApiError(415, "unsupported_type", f"Content-Type {shown!r} is not accepted; use {ACCEPTED}")

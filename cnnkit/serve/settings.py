@@ -1,0 +1,71 @@
+"""What ``cnnkit serve`` is told: typed, defaulted, and passed whole to every worker process."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from cnnkit.errors import CnnkitError
+
+Backend = Literal["torch", "onnx"]
+BACKENDS = ("torch", "onnx")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may be; anything beyond is refused with a 4xx that says which limit."""
+
+    max_request_bytes: int = 20 * 1024 * 1024  # whole body, after any Content-Encoding is undone
+    max_pixels: int = 40_000_000  # per image, read from the header before decoding (bombs)
+    max_images: int = 64  # images (or tensor rows) in one request
+    timeout_s: float = 30.0  # from the request's arrival to its answer
+    max_top_k: int = 1000
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One served model: ``name`` and ``version`` address it; ``ref`` is what RunStore.get takes."""
+
+    name: str
+    version: int
+    ref: str  # a path to the run version folder, resolved before workers start
+    onnx_path: str | None = None  # checked export, when the backend is onnx
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    models: tuple[ModelSpec, ...]
+    backend: Backend = "torch"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    threads: int = 1  # intra-op threads per worker for the forward pass
+    max_batch: int = 32  # images in one forward pass
+    max_wait_ms: float = 2.0  # how long a batch may wait to fill up once its first image arrived
+    max_queue: int = 1024  # images waiting per model; beyond, 503 + Retry-After
+    digits: Literal["auto", "on", "off"] = "auto"  # digit photo preprocessing default
+    limits: Limits = field(default_factory=Limits)
+    state_file: str | None = None  # shared by workers so an admin load reaches all of them
+    data_dir: str | None = None  # for checking ONNX exports of versions loaded while serving
+    runs_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise CnnkitError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        for name in ("workers", "threads", "max_batch", "max_queue"):
+            if getattr(self, name) < 1:
+                raise CnnkitError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0:
+            raise CnnkitError(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
+        if not 0 < self.port < 65536:
+            raise CnnkitError(f"--port must be 1-65535, got {self.port}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ServeSettings":
+        raw: dict[str, Any] = json.loads(text)
+        raw["models"] = tuple(ModelSpec(**m) for m in raw["models"])
+        raw["limits"] = Limits(**raw["limits"])
+        return cls(**raw)
