@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 def base_parser(doc: str, minutes: float) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc.strip().splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=minutes, help=f"time budget (default: {minutes})")
-    p.add_argument("--runs-dir", default="runs-bench", help="where the studies' runs go (default: ./runs-bench)")
+    p.add_argument("--runs-dir", default=None, help="where the studies and their runs go (default: $CNNKIT_RUNS, else ./runs)")
     p.add_argument("--data-dir", default=None, help="datasets root (default: $CNNKIT_DATA, else ../shared/data)")
     p.add_argument("--seed", type=int, default=0, help="sampler and training seed (default: 0)")
     return p
@@ -27,14 +27,15 @@ def base_parser(doc: str, minutes: float) -> argparse.ArgumentParser:
 
 def environment(args: argparse.Namespace) -> dict[str, str]:
     data = args.data_dir or os.environ.get("CNNKIT_DATA") or str(REPO.parent / "shared" / "data")
-    return {**os.environ, "CNNKIT_DATA": data, "CNNKIT_RUNS": str(Path(args.runs_dir).resolve())}
+    runs = args.runs_dir or os.environ.get("CNNKIT_RUNS") or "runs"
+    return {**os.environ, "CNNKIT_DATA": data, "CNNKIT_RUNS": str(Path(runs).resolve())}
 
 
 def cnnkit(env: dict[str, str], *args: str) -> dict[str, Any]:
     """Run ``cnnkit ARGS --json``: trial lines stream to our stderr, the JSON result is returned."""
     cmd = [sys.executable, "-m", "cnnkit", *args, "--json"]
     print("$ cnnkit " + " ".join(args), file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"cnnkit {' '.join(args)} exited {proc.returncode}")
     return json.loads(proc.stdout)

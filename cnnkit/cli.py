@@ -11,7 +11,7 @@ import sys
 import typing
 from typing import Any, Callable, Sequence
 
-from cnnkit.config import SECTIONS, Config, load_yaml, merge, parse_kwargs
+from cnnkit.config import SECTIONS, Config, overrides
 from cnnkit.errors import CnnkitError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -52,13 +52,7 @@ def _help(f: dataclasses.Field, kind: Any) -> str:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Defaults < --config FILE < flags; validated once, here."""
-    raw: dict[str, Any] = load_yaml(args.config) if getattr(args, "config", None) else {}
-    flags: dict[str, dict[str, Any]] = {}
-    for dest, value in vars(args).items():
-        section, _, name = dest.partition(".")
-        if section in SECTIONS and name:
-            flags.setdefault(section, {})[name] = parse_kwargs(value) if name == "kwargs" else value
-    return Config.from_dict(merge(raw, flags))
+    return Config.from_dict(overrides(vars(args), getattr(args, "config", None)))
 
 
 def emit(args: argparse.Namespace, obj: Any, text: str) -> None:

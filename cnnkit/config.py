@@ -62,7 +62,7 @@ Schedule = Literal["onecycle", "cosine", "step", "none"]
 
 @dataclass
 class TrainConfig:
-    epochs: int = opt(10, "passes over the training set")
+    epochs: int = opt(8, "passes over the training set")
     batch_size: int = opt(128, "images per optimizer step (per process under torchrun)")
     optimizer: Optimizer = opt("sgd", "sgd (Nesterov momentum), adam or adamw")
     lr: float | None = opt(None, "peak learning rate; default 0.1 for sgd (scaled by batch/128), 2e-3 for adam(w)")
@@ -246,6 +246,20 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def overrides(values: dict[str, Any], config_file: str | None = None) -> dict[str, Any]:
+    """Defaults < ``config_file`` < ``values`` (argparse dests like ``"train.lr"``), as a raw nested dict.
+
+    Only the options actually given appear, so callers can tell given from default.
+    """
+    raw: dict[str, Any] = load_yaml(config_file) if config_file else {}
+    given: dict[str, dict[str, Any]] = {}
+    for dest, value in values.items():
+        section, _, name = dest.partition(".")
+        if section in SECTIONS and name:
+            given.setdefault(section, {})[name] = parse_kwargs(value) if name == "kwargs" else value
+    return merge(raw, given)
 
 
 def data_root(explicit: str | None) -> Path:

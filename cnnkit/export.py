@@ -9,7 +9,6 @@ maximum absolute logit difference within ``atol``. A passed export is cached bes
 """
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import warnings
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from cnnkit.errors import CnnkitError
-from cnnkit.io import write_atomic, write_json
+from cnnkit.io import file_digest, write_atomic, write_json
 from cnnkit.runs import LoadedRun
 
 # The exporter's native opset (converting its graph down to 17 fails on Reduce* axes inputs).
@@ -31,11 +30,7 @@ ONNX_FILE, REPORT_FILE = "export/model.onnx", "export/onnx.json"
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:

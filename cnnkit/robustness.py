@@ -107,15 +107,10 @@ def _occlude(x: torch.Tensor, v: float, gen: torch.Generator, kind: str) -> torc
 
 def _augmented(x: torch.Tensor, v: float, gen: torch.Generator, kind: str) -> torch.Tensor:
     """The training-time "strong" preset, applied in pixel space with the training code's own ops."""
-    from cnnkit.data.transforms import policy_for, random_affine, random_erase, random_hflip, random_translate
+    from cnnkit.data.transforms import apply_geometric, policy_for, random_erase
 
     p = policy_for(kind, "strong", x.shape[-1])
-    if p.rotate or p.scale:
-        x = random_affine(x, p.rotate, p.scale, gen)
-    if p.translate:
-        x = random_translate(x, p.translate, gen)
-    if p.hflip:
-        x = random_hflip(x, gen)
+    x = apply_geometric(x, p, gen)
     return random_erase(x, p.erase, gen) if p.erase else x
 
 

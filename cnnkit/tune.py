@@ -41,12 +41,14 @@ class TuneOptions:
     def check(self) -> None:
         from cnnkit.tuning.study import METRICS, PRUNERS, SAMPLERS
 
-        for name, value, low in (("--trials", self.trials, 1), ("--workers", self.workers, 1), ("--heartbeat", self.heartbeat, 1)):
+        minimums = (("--trials", self.trials, 1), ("--workers", self.workers, 1), ("--heartbeat", self.heartbeat, 1))
+        for name, value, low in minimums:
             if value is not None and value < low:
                 raise CnnkitError(f"{name} must be >= {low}; got {value}")
         if self.timeout is not None and not self.timeout > 0:
             raise CnnkitError(f"--timeout must be > 0 seconds; got {self.timeout}")
-        for flag, value, table in (("--sampler", self.sampler, SAMPLERS), ("--pruner", self.pruner, PRUNERS), ("--metric", self.metric, METRICS)):
+        tables = (("--sampler", self.sampler, SAMPLERS), ("--pruner", self.pruner, PRUNERS), ("--metric", self.metric, METRICS))
+        for flag, value, table in tables:
             if value is not None and value not in table:
                 raise CnnkitError(f"{flag} must be one of {', '.join(table)}; got {value!r}")
 
@@ -139,8 +141,9 @@ def tune(opts: TuneOptions, explicit: dict[str, Any], seed_given: bool = False) 
     name = check_name(opts.study or default_study_name(cfg))
     url = opts.storage or default_url(cfg.run.runs_dir)
     storage = open_storage(url)
+    max_epochs = int(largest(space, "epochs") or cfg.train.epochs)  # Hyperband's maximum resource
     meta_new = studies.StudyMeta(opts.metric or "val_accuracy", space.to_dict(), split(cfg.to_dict())[0],
-                                 opts.sampler or "tpe", opts.pruner or "hyperband", int(largest(space, "epochs") or cfg.train.epochs))
+                                 opts.sampler or "tpe", opts.pruner or "hyperband", max_epochs)
     req = studies.Request(name, meta_new, opts.metric is not None, opts.space is not None, explicit)
     stored = studies.find(storage, req)
     if stored is not None:  # joining: the study's definition, this machine's local options

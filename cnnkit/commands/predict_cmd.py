@@ -11,6 +11,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=3, help="how many classes to show per image (default: 3)")
     p.add_argument("--runs-dir", help="where runs live")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
+    p.add_argument("--digits", action=argparse.BooleanOptionalAction, default=None,
+                   help="MNIST-style photo preprocessing (grayscale, invert, crop to the ink, centre by mass); "
+                        "default: on for runs trained on digits")
     p.add_argument("--json", action="store_true", help="print JSON: one object per image")
     p.set_defaults(handler=run)
 
@@ -22,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise CnnkitError("--top-k must be at least 1")
-    predictor = Predictor.from_run(args.run, args.runs_dir, args.device)
+    predictor = Predictor.from_run(args.run, args.runs_dir, args.device, digits=args.digits)
     results = predictor.predict(args.images, args.top_k)
     out = [{"image": path, "predictions": [p.to_dict() for p in preds]} for path, preds in zip(args.images, results)]
     lines = [f"{o['image']}: " + ", ".join(f"{p['label']} {p['probability']:.3f}" for p in o["predictions"]) for o in out]

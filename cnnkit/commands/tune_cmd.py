@@ -18,7 +18,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "tune", help="search hyperparameters with Optuna: pruning, shared studies, best config to a run",
         description="Search learning rate, batch size, optimizer, schedule, regularization, width, augmentation and "
         "epochs for a model with Optuna. Every trial is a run named STUDY-tN. Running it again resumes the study; "
-        "the same command on another machine with the same --storage joins it.")
+        "the same command on another machine with the same --storage joins it. Training flags set what is not "
+        "searched; --epochs is the most a trial trains (the default space searches --epochs/4 to --epochs).")
     p.add_argument("--study", metavar="NAME", help="study name (default: DATA-MODEL); an existing study is resumed")
     p.add_argument("--storage", metavar="URL", help="SQLAlchemy URL of a shared database, e.g. "
                    "postgresql://user:pass@host:5432/db (default: SQLite file RUNS/_studies/optuna.db)")
@@ -26,7 +27,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
                    "(default: 20; unlimited with --timeout)")
     p.add_argument("--timeout", type=float, metavar="S", help="start no new trial after S seconds")
     p.add_argument("--workers", type=int, default=1, metavar="K", help="worker processes sharing the study (default: 1)")
-    p.add_argument("--space", metavar="FILE.yaml", help="search space file (format: README, Tuning); default: the model family's")
+    p.add_argument("--space", metavar="FILE.yaml",
+                   help="search space file (format: README, Tuning); default: the model family's space")
     p.add_argument("--sampler", choices=SAMPLERS, help="tpe (default), random, or cmaes; seeded by --seed")
     p.add_argument("--pruner", choices=PRUNERS, help="stop poor trials early: hyperband (default), median, none")
     p.add_argument("--metric", choices=METRICS, help="what trials are compared on (default: val_accuracy, maximized)")
@@ -35,7 +37,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE.yaml", help="base options file with sections data, model, train")
     p.add_argument("--json", action="store_true", help="print the study's summary as JSON")
     add_config_flags(p, ("data", "model", "train"))
-    p.add_argument("--runs-dir", dest="run.runs_dir", default=argparse.SUPPRESS,
+    p.add_argument("--runs-dir", dest="run.runs_dir", default=argparse.SUPPRESS, metavar="DIR",
                    help="where the trials' runs and the default study storage live (default: $CNNKIT_RUNS, else ./runs)")
     p.set_defaults(handler=run_tune)
     sub = p.add_subparsers(dest="tune_verb", metavar="{show}", parser_class=type(p))

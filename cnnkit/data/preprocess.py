@@ -134,7 +134,10 @@ def _ink_is_dark(x: np.ndarray) -> bool:
     Comparing the paper (median of the border) with both tails of the histogram, not with a
     fixed 127, also gets dark ink on gray paper and light chalk on a gray board right.
     """
-    paper = _quantile(_border(x), 0.5)
+    border = _border(x)
+    if border[-1] <= 8.0:  # a clean black background (a scan made MNIST-style): light ink
+        return False
+    paper = _quantile(border, 0.5)
     levels = _Levels(x)
     low, high = levels.percentile(1) or 0.0, levels.percentile(99) or 0.0
     return paper - low > high - paper
@@ -172,6 +175,9 @@ def _stretch(x: np.ndarray, steps: list[str]) -> np.ndarray | None:
     Returns None when there is no ink (too little contrast). A clean MNIST image (paper 0,
     ink near 255) is returned unchanged and the step is not reported.
     """
+    border = _border(x)
+    if border[-1] <= 1.0 and float(x.max()) >= 240.0:
+        return x  # already black paper and full-strength ink (MNIST itself, a canvas drawing)
     levels = _Levels(x)
     top = levels.percentile(99.9) or 0.0  # a small digit in a big photo is well under 1% of it
     if top - float(x.min()) < MIN_CONTRAST:
@@ -179,7 +185,7 @@ def _stretch(x: np.ndarray, steps: list[str]) -> np.ndarray | None:
     threshold = levels.otsu()
     # The paper's noise level, measured where the paper is (the border), capped in case the
     # digit runs into the border; anti-aliased stroke edges keep their gray levels.
-    low = min(threshold / 2, _quantile(_border(x), 0.95))
+    low = min(threshold / 2, _quantile(border, 0.95))
     high = levels.percentile(99, threshold) or top
     if low <= 1.0 and high >= 240.0:
         return x

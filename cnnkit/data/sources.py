@@ -8,7 +8,6 @@ since people hold repacked copies. Missing files are downloaded for real users, 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import pickle
 import tarfile
 import tempfile
@@ -23,6 +22,7 @@ import torch
 
 from cnnkit.data.dataset import Dataset, ImageSet, tensor_checksum
 from cnnkit.errors import CnnkitError
+from cnnkit.io import file_digest
 
 if TYPE_CHECKING:
     from cnnkit.config import DataConfig
@@ -180,11 +180,7 @@ def builtin_spec(name: str) -> BuiltinSpec | None:
 
 
 def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def _download(url: str, dest: Path, md5: str, progress: bool) -> None:

@@ -138,14 +138,19 @@ class BatchPipeline:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        p = self.policy
-        if p.rotate or p.scale:
-            x = random_affine(x, p.rotate, p.scale, gen)
-        if p.translate:
-            x = random_translate(x, p.translate, gen)
-        if p.hflip:
-            x = random_hflip(x, gen)
-        return x
+        return apply_geometric(x, self.policy, gen)
+
+
+def apply_geometric(x: torch.Tensor, p: AugmentPolicy, gen: torch.Generator) -> torch.Tensor:
+    """The policy's rotation/zoom, translation and flip, in that order (erasing is separate: the
+    pipeline applies it after normalization, so erased pixels are the mean)."""
+    if p.rotate or p.scale:
+        x = random_affine(x, p.rotate, p.scale, gen)
+    if p.translate:
+        x = random_translate(x, p.translate, gen)
+    if p.hflip:
+        x = random_hflip(x, gen)
+    return x
 
 
 def pipelines_for(pre: dict, augment: str = "none", channels_last: bool = False) -> tuple[BatchPipeline, BatchPipeline]:

@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, AsyncIterator, Awaitable, Literal, Optional, TypeVar
 
-import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -26,11 +25,19 @@ from cnnkit.serve import protocol_v2 as v2
 from cnnkit.serve import service
 from cnnkit.serve.batching import BatcherClosed, QueueFull
 from cnnkit.serve.inputs import read_images
-from cnnkit.serve.limits import ApiError, BodyLimit, decompress
+from cnnkit.serve.limits import ApiError, BodyLimit
 from cnnkit.serve.metrics import Metrics
 from cnnkit.serve.registry import ModelRegistry, ServedModel, SharedState
-from cnnkit.serve.schemas import (INFER_BODY, IMAGE_BODY, ExplainResponse, LoadRequest, ModelInfo, ModelsResponse,
-                                  PredictResponse, error_responses)
+from cnnkit.serve.schemas import (
+    IMAGE_BODY,
+    INFER_BODY,
+    ExplainResponse,
+    LoadRequest,
+    ModelInfo,
+    ModelsResponse,
+    PredictResponse,
+    error_responses,
+)
 from cnnkit.serve.settings import ModelSpec, ServeSettings
 
 log = logging.getLogger("cnnkit.serve")
@@ -264,24 +271,7 @@ def _v2_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings) -
 
     async def infer(request: Request, model: ServedModel) -> Response:
         async def work() -> Response:
-            body = decompress(await request.body(), request.headers.get("content-encoding"), limits.max_request_bytes)
-            raw_length = request.headers.get("inference-header-content-length")
-            if raw_length is not None and not raw_length.isdigit():
-                raise v2.ProtocolError("Inference-Header-Content-Length must be a number")
-            req = v2.parse_infer_request(body, int(raw_length) if raw_length is not None else None)
-            if len(req.inputs) != 1:
-                raise v2.ProtocolError(f"expected one input tensor, got {len(req.inputs)}")
-            items = v2.images_from_tensor(req.inputs[0], model.pre["channels"], model.pre["stored_size"])
-            if len(items) > limits.max_images:
-                raise ApiError(422, "too_many_images", f"{len(items)} images in one request; the limit is {limits.max_images}")
-            if not items:
-                raise v2.ProtocolError("the input tensor holds no images")
-            if isinstance(items[0], bytes):
-                with model.incoming():
-                    items = [p.array for p in await service.prepare_async(model, items, "auto", limits)]
-            probs = await model.probabilities(items)
-            labels = [model.classes[int(row.argmax())] for row in probs]
-            payload, headers = v2.encode_infer_response(model.name, model.version, req, np.stack(probs), labels)
+            payload, headers = await service.infer_v2(model, await request.body(), request.headers, limits)
             return Response(payload, headers=headers, media_type=headers.pop("content-type"))
 
         return await _timed(work(), limits.timeout_s)

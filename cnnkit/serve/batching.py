@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Callable, Generic, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")

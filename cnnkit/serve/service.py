@@ -15,7 +15,8 @@ from typing import Any, Awaitable, Literal, Sequence
 import numpy as np
 
 from cnnkit.errors import CnnkitError
-from cnnkit.serve.limits import ApiError
+from cnnkit.serve import protocol_v2 as v2
+from cnnkit.serve.limits import ApiError, decompress
 from cnnkit.serve.registry import ServedModel
 from cnnkit.serve.settings import Limits
 
@@ -38,7 +39,7 @@ def prepare(model: ServedModel, blobs: Sequence[bytes], mode: Preprocess, limits
             out.append(model.predictor.prepare(blob, _digits(mode), max_pixels=limits.max_pixels))
         except CnnkitError as exc:
             reason = getattr(exc, "reason", str(exc))
-            status = 413 if "over the limit" in reason else 422
+            status = 413 if "over the limit" in reason or "decompression bomb" in reason else 422
             raise ApiError(status, "bad_image", f"image {i}: {reason}") from None
     return out
 
@@ -139,3 +140,25 @@ async def explain(model: ServedModel, read: Awaitable[list[bytes]], k: int, targ
             "heatmap": _heat_list(heat), "overlay": png_data_url(overlay(p.array, heat)),
         })
     return {"model": model.name, "version": model.version, "method": "gradcam", "results": results}
+
+
+async def infer_v2(model: ServedModel, body: bytes, headers: Any, limits: Limits) -> tuple[bytes, dict[str, str]]:
+    """A KServe v2 infer request (JSON or binary extension, maybe gzipped) -> (body, headers)."""
+    body = decompress(body, headers.get("content-encoding"), limits.max_request_bytes)
+    raw_length = headers.get("inference-header-content-length")
+    if raw_length is not None and not raw_length.isdigit():
+        raise v2.ProtocolError("Inference-Header-Content-Length must be a number")
+    req = v2.parse_infer_request(body, int(raw_length) if raw_length is not None else None)
+    if len(req.inputs) != 1:
+        raise v2.ProtocolError(f"expected one input tensor, got {len(req.inputs)}")
+    items: list[Any] = v2.images_from_tensor(req.inputs[0], model.pre["channels"], model.pre["stored_size"])
+    if not items:
+        raise v2.ProtocolError("the input tensor holds no images")
+    if len(items) > limits.max_images:
+        raise ApiError(422, "too_many_images", f"{len(items)} images in one request; the limit is {limits.max_images}")
+    if isinstance(items[0], bytes):  # encoded images: decoded and preprocessed as for /predict
+        with model.incoming():
+            items = [p.array for p in await prepare_async(model, items, "auto", limits)]
+    probs = np.stack(await model.probabilities(items))
+    labels = [model.classes[int(row.argmax())] for row in probs]
+    return v2.encode_infer_response(model.name, model.version, req, probs, labels)

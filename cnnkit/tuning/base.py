@@ -139,15 +139,9 @@ def largest(space: Space, name: str) -> Any:
 
 def flags_given(args: Any) -> dict[str, Any]:
     """The config options this command gave (``--config FILE`` < flags), not the defaults."""
-    from cnnkit.config import load_yaml, parse_kwargs
+    from cnnkit.config import overrides
 
-    raw: dict[str, Any] = load_yaml(args.config) if getattr(args, "config", None) else {}
-    flags: dict[str, dict[str, Any]] = {}
-    for dest, value in vars(args).items():
-        section, _, name = dest.partition(".")
-        if section in SECTIONS and name:
-            flags.setdefault(section, {})[name] = parse_kwargs(value) if name == "kwargs" else value
-    return merge(raw, flags)
+    return overrides(vars(args), getattr(args, "config", None))
 
 
 def model_options(name: str) -> dict[str, Any]:

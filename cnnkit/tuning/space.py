@@ -105,7 +105,7 @@ class Space:
         return {name: self.params[name].to_dict() for name in sorted(self.params)}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "Space":
+    def from_dict(cls, raw: dict[str, Any]) -> Space:
         """From the canonical (or YAML ``params``) form; errors name the parameter."""
         return cls(_parse_params(raw))
 

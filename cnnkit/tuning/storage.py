@@ -16,8 +16,9 @@ from __future__ import annotations
 import sqlite3
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cnnkit.config import runs_root
 from cnnkit.errors import CnnkitError
@@ -113,13 +114,14 @@ def open_storage(url: str, heartbeat: int | None = None, on_stale: Callable[...,
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat's flag
                 return optuna.storages.RDBStorage(url, **kwargs)
-        except (sa_exc.IntegrityError, sa_exc.ProgrammingError):
+        except (sa_exc.IntegrityError, sa_exc.ProgrammingError, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
             # Two processes creating the tables of a new database at once: the loser retries.
+            racing = not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or "deadlock" in str(exc)
+            if not racing:
+                raise CnnkitError(f"cannot reach the study storage {redact(url)}: {_reason(exc)}") from None
             if attempt == 2:
-                raise
+                raise CnnkitError(f"cannot set up the study storage {redact(url)}: {_reason(exc)}") from None
             time.sleep(0.5 + attempt)
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-            raise CnnkitError(f"cannot reach the study storage {redact(url)}: {_reason(exc)}") from None
         except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError, ValueError) as exc:
             raise CnnkitError(f"unusable study storage URL {redact(url)}: {_reason(exc)}") from None
         except optuna.exceptions.StorageInternalError as exc:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 from cnnkit.errors import CnnkitError
 from cnnkit.tuning.base import conflicts
@@ -34,7 +35,7 @@ class StudyMeta:
         return METRICS[self.metric]
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "StudyMeta":
+    def from_dict(cls, raw: dict[str, Any]) -> StudyMeta:
         return cls(**{k: raw[k] for k in ("metric", "space", "shared", "sampler", "pruner", "max_epochs")})
 
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cnnkit.io import write_atomic
 
@@ -18,7 +19,8 @@ def trial_row(trial: Any) -> dict[str, Any]:
     return {
         "number": trial.number, "state": trial.state.name.lower(), "value": trial.value, "params": trial.params,
         "epochs": trial.last_step, "seconds": seconds, "run": trial.user_attrs.get("run"),
-        "host": trial.user_attrs.get("host"), "error": trial.user_attrs.get("error") or trial.system_attrs.get("fail_reason"),
+        "host": trial.user_attrs.get("host"),
+        "error": trial.user_attrs.get("error") or trial.system_attrs.get("fail_reason"),
         "retry_of": trial.system_attrs.get("failed_trial"),
         "started": trial.datetime_start.isoformat() if trial.datetime_start else None,
         "finished": trial.datetime_complete.isoformat() if trial.datetime_complete else None,
@@ -36,7 +38,8 @@ def summarize(study: Any, storage: str) -> dict[str, Any]:
     best = _best(study)
     return {
         "study": study.study_name, "storage": storage, "direction": study.direction.name.lower(),
-        "metric": meta.get("metric"), "data": shared.get("data", {}).get("name"), "model": shared.get("model", {}).get("name"),
+        "metric": meta.get("metric"), "data": shared.get("data", {}).get("name"),
+        "model": shared.get("model", {}).get("name"),
         "sampler": meta.get("sampler"), "pruner": meta.get("pruner"),
         "best_value": best.value if best else None, "best_params": best.params if best else {},
         "best_trial": best.number if best else None, "best_run": best.user_attrs.get("run") if best else None,
@@ -64,7 +67,8 @@ def format_summary(s: dict[str, Any], top: int = 10) -> str:
     done = [t for t in s["trials"] if t["state"] == "complete"]
     done.sort(key=lambda t: t["value"], reverse=s["direction"] == "maximize")
     lines.append(f"  {'TRIAL':>5}  {s['metric']:>12}  {'EPOCHS':>6}  {'SECONDS':>7}  RUN")
-    lines += [f"  {t['number']:>5}  {t['value']:>12.4f}  {_fmt(t['epochs']):>6}  {_fmt(t['seconds']):>7}  {t['run']}" for t in done[:top]]
+    lines += [f"  {t['number']:>5}  {t['value']:>12.4f}  {_fmt(t['epochs']):>6}  {_fmt(t['seconds']):>7}  {t['run']}"
+              for t in done[:top]]
     return "\n".join(lines)
 
 
@@ -103,7 +107,7 @@ def save_plots(study: Any, folder: Path) -> tuple[dict[str, str], dict[str, str]
             skipped[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             continue
         fig = getattr(axes, "figure", None) or axes.flat[0].figure
-        write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+        write_atomic(path, lambda p, fig=fig: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
         plt.close(fig)
         saved[name] = str(path)
     return saved, skipped

@@ -49,6 +49,9 @@ def test_train_list_show_eval_predict(cli, data_dir: Path, tmp_path: Path):
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-6
         assert set(p["predictions"][0]) == {"index", "label", "probability"}
     assert sum(p["predictions"][0]["index"] == y for p, y in zip(preds, labels)) >= 2
+    plain = as_json(cli("predict", "mnist-baseline-cnn", *paths, "--no-digits", "--json"))
+    # MNIST images are already what the photo preprocessing produces: both paths agree on them.
+    assert [p["predictions"][0]["index"] for p in plain] == [p["predictions"][0]["index"] for p in preds]
 
 
 def test_python_api_loads_a_run(cli, tmp_path: Path):

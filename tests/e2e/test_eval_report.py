@@ -1,5 +1,5 @@
 """Evaluation, comparison, explanation and the HTML report through the real CLI on tiny MNIST runs;
-the report is opened in headless Chromium (Debian's ``chromium``, installed by ``.ci/report.sh``)."""
+the report is opened in headless Chromium (Debian's ``chromium``, installed by ``.ci/chromium.sh``)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,8 @@ import pytest
 from PIL import Image
 
 from tests.e2e.conftest import as_json
+
+pytestmark = pytest.mark.slow  # a minute or so: trains runs, starts servers or browsers
 
 QUICK = ("--limit", "1500", "--epochs", "1", "--batch-size", "64", "--no-progress", "--eval-batch-size", "2000", "--val-fraction", "0.02")
 CHROMIUM = "/usr/bin/chromium"
@@ -157,9 +159,9 @@ def test_a_run_without_test_data_says_so(inproc, tmp_path: Path):
 
 
 def test_report_renders_in_headless_chromium(cli_runs, tmp_path: Path):
-    pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
+    import playwright.sync_api  # noqa: F401 - dev extra: missing must fail, not skip
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: run .ci/report.sh (apt-get install chromium)")
+        pytest.fail(f"{CHROMIUM} not found: run .ci/chromium.sh (apt-get install chromium)")
     page_file = tmp_path / "report.html"
     info = as_json(cli_runs("report", "mnist-cnn", "--limit", "600", "--examples", "4", "--out", str(page_file), "--json"))
     assert info["path"] == str(page_file) and info["images"] >= 9

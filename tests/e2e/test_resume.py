@@ -1,6 +1,8 @@
 """Kill -9 during epoch 3, ``--resume``: the run completes, with exactly the uninterrupted metrics."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import signal
@@ -10,6 +12,8 @@ import time
 from pathlib import Path
 
 from tests.e2e.conftest import as_json
+
+pytestmark = pytest.mark.slow  # a minute or so: trains runs, starts servers or browsers
 
 ARGS = ("--model", "lenet5", "--limit", "4000", "--epochs", "4", "--batch-size", "64", "--deterministic",
         "--seed", "3", "--no-progress", "--ema", "0.9")

@@ -16,8 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import optuna
 import pytest
@@ -25,6 +25,8 @@ import pytest
 import cnnkit
 from cnnkit.runs import RunStore
 from tests.unit.test_tune_objective import tiny_digits
+
+pytestmark = pytest.mark.slow  # a minute or so: trains runs, starts servers or browsers
 
 FINAL = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL}
 
@@ -72,17 +74,17 @@ def start_postgres() -> tuple[str, Callable[[], None]]:
     steps = [
         [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
         [*pg_ctl, "-l", str(base / "server.log"), "-w", "-t", "60", "-o",
-         f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40", "start"],
+         f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100", "start"],
     ]
     for step in steps:
-        proc = subprocess.run(step, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(step, capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode != 0:
             log = (base / "server.log").read_text()[-2000:] if (base / "server.log").exists() else ""
             shutil.rmtree(base, ignore_errors=True)
             raise RuntimeError(f"could not start PostgreSQL ({Path(step[len(prefix)]).name}): {proc.stderr[-2000:]}\n{log}")
 
     def stop() -> None:
-        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True, timeout=60)
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True, timeout=60, check=False)
         shutil.rmtree(base, ignore_errors=True)
 
     return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop
@@ -135,7 +137,7 @@ def test_two_workers_share_one_study(postgres_url: str, digits: Path, tmp_path: 
     assert len({t.user_attrs["pid"] for t in trials}) == 2  # both commands ran trials
     assert len({t.user_attrs["run"] for t in trials}) == 4  # one run per trial
     shown = subprocess.run([sys.executable, "-m", "cnnkit", "tune", "show", "shared", "--storage", postgres_url,
-                            "--json", "--no-plots"], env=_env(runs), capture_output=True, text=True, timeout=120)
+                            "--json", "--no-plots"], env=_env(runs), capture_output=True, text=True, timeout=120, check=False)
     assert shown.returncode == 0, shown.stderr
     summary = json.loads(shown.stdout)
     best = max((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value)
@@ -146,9 +148,10 @@ def test_two_workers_share_one_study(postgres_url: str, digits: Path, tmp_path: 
 
 def _running_trial_with_run(url: str, study: str, deadline: float) -> optuna.trial.FrozenTrial:
     """Wait until some trial is training (its run exists); that is the one to kill."""
+    storage = optuna.storages.RDBStorage(url)  # one connection pool for all the polling
     while time.monotonic() < deadline:
         try:
-            trials = optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
+            trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
         except KeyError:  # not created yet
             trials = []
         for t in trials:
@@ -169,13 +172,13 @@ def test_a_worker_killed_mid_trial_leaves_the_study_consistent(postgres_url: str
     victim = _running_trial_with_run(postgres_url, "killed", time.monotonic() + 120)
     os.kill(victim.user_attrs["pid"], signal.SIGKILL)
     killed_at = time.monotonic()
-    code, out, err = _finish(proc)
+    code, _, err = _finish(proc)
     assert code == 0, err[-3000:]  # the other worker went on
     assert "was killed (SIGKILL)" in err
     # Run again: the study resumes, and a trial still marked running is failed by its stale heartbeat.
     time.sleep(max(0.0, killed_at + 3 * HEARTBEAT_S + 0.5 - time.monotonic()))
     again = subprocess.run(_tune_args(digits, "killed", postgres_url, "--trials", "1", "--heartbeat", str(HEARTBEAT_S)),
-                           env=_env(runs), capture_output=True, text=True, timeout=240)
+                           env=_env(runs), capture_output=True, text=True, timeout=240, check=False)
     assert again.returncode == 0, again.stderr[-3000:]
     trials = optuna.load_study(study_name="killed", storage=postgres_url).get_trials()
     assert sorted(t.number for t in trials) == list(range(len(trials)))

@@ -10,7 +10,7 @@ import pytest
 
 from cnnkit.serve import protocol_v2 as v2
 
-tritonclient = pytest.importorskip("tritonclient.http")
+import tritonclient.http as tritonclient  # noqa: E402
 
 
 def triton_body(inputs, outputs=None):
@@ -19,7 +19,7 @@ def triton_body(inputs, outputs=None):
 
 
 def test_json_uint8_nested_data():
-    pixels = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 1, 28, 28) % 256
+    pixels = (np.arange(2 * 28 * 28) % 256).astype(np.uint8).reshape(2, 1, 28, 28)
     body = json.dumps({"id": "r1", "inputs": [{"name": "input", "datatype": "UINT8", "shape": [2, 1, 28, 28],
                                                "data": pixels.tolist()}]}).encode()
     req = v2.parse_infer_request(body)
