@@ -28,7 +28,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models import build_model, resolved_options
 from cnnkit.runs import RunDir, RunStore
 from cnnkit.evaluate import evaluate_split
-from cnnkit.train import Callback, FitResult, fit
+from cnnkit.training import Callback, FitResult, fit
 
 log = logging.getLogger(__name__)
 IMAGENET = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

@@ -74,7 +74,7 @@ def test_cnn_width_option_scales_the_model() -> None:
     def count(**kw: object) -> int:
         return sum(p.numel() for p in build_model("cnn", 10, 1, 28, **kw).parameters())
 
-    assert count(width=16) < count() < count(width=48)
+    assert count(width=8) < count() < count(width=48)
 
 
 def test_vgg_without_batch_norm() -> None:
