@@ -123,9 +123,6 @@ class Config:
     def from_dict(cls, raw: dict[str, Any]) -> "Config":
         return from_dict(cls, raw, "")
 
-    def save_yaml(self, path: Path) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
 
 SECTIONS: dict[str, type] = typing.get_type_hints(Config)
 

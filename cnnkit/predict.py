@@ -14,7 +14,6 @@ import torch
 from cnnkit.data.transforms import pipelines_for
 from cnnkit.runs import LoadedRun, load
 
-ImageSource = "bytes | str | Path | PIL.Image.Image"
 
 
 @dataclass

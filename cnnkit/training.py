@@ -223,8 +223,6 @@ def _end_of_epoch(cfg: TrainConfig, st: _State, epoch: int, metrics: dict[str, f
 def _make_state(model: nn.Module, cfg: TrainConfig, per_epoch: int) -> _State:
     lr = peak_lr(cfg)
     optimizer = OPTIMIZERS[cfg.optimizer](_param_groups(model, cfg.weight_decay), cfg, lr)
-    if cfg.optimizer == "adamw":  # AdamW decouples decay: keep it off the 1-D group as for the others
-        optimizer.param_groups[0]["weight_decay"] = cfg.weight_decay
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     return _State(model, optimizer, make_scheduler(optimizer, cfg, per_epoch), ema)
 
