@@ -75,7 +75,7 @@ class TrainConfig:
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
     class_weights: Literal["none", "auto"] = opt("none", "auto: weight the loss by inverse class frequency")
     amp: Literal["auto", "bf16", "off"] = opt("auto", "bf16 autocast: auto = on for CUDA, off for CPU")
-    channels_last: Literal["auto", "on", "off"] = opt("auto", "channels_last memory format: auto = on for CUDA")
+    channels_last: Literal["auto", "on", "off"] = opt("auto", "channels_last memory format: auto = on for CUDA and CPU")
     compile: bool = opt(False, "torch.compile the model")
     ema: float = opt(0.0, "EMA decay of the weights (e.g. 0.999); 0 disables; eval uses the EMA weights")
     early_stopping: int = opt(0, "stop after N epochs without improvement of --monitor (0 = off)")

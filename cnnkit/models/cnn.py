@@ -1,8 +1,11 @@
 """Plain CNNs: the tutorial baseline and the improved design that is the project's default."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
+from cnnkit.errors import CnnkitError
 from cnnkit.models import MODELS
 from cnnkit.models.layers import check_args, check_dropout, check_positive, conv_bn_relu, pooled_head, scaled
 
@@ -37,20 +40,25 @@ class BaselineCNN(nn.Module):
 
 
 class CNN(nn.Module):
-    """Three stages of conv-BN-ReLU (two, two, one convs) each ending in a 2x2 max pool, then GAP."""
+    """Three stages of conv-BN-ReLU (by default two, two, one convs) each ending in a 2x2 max pool, then GAP."""
 
-    def __init__(self, num_classes: int, in_channels: int, width: float, dropout: float) -> None:
+    def __init__(self, num_classes: int, in_channels: int, width: float, dropout: float,
+                 convs: tuple[int, int, int] = (2, 2, 1)) -> None:
         super().__init__()
-        c1, c2, c3 = scaled(1, width), scaled(2, width), scaled(4, width)
         # ceil_mode keeps the border row of odd maps (7 -> 4, not 3) and never reaches size 0.
-        pool = lambda: nn.MaxPool2d(2, ceil_mode=True)  # noqa: E731
-        # The 28x28 stage is where the FLOPs are, so the widest convs sit at 7x7, where they are cheap.
-        self.features = nn.Sequential(
-            conv_bn_relu(in_channels, c1), conv_bn_relu(c1, c1), pool(),
-            conv_bn_relu(c1, c2), conv_bn_relu(c2, c2), pool(),
-            conv_bn_relu(c2, c3), pool(),
-        )
-        self.head = pooled_head(c3, num_classes, dropout)
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        # One flat Sequential (not one per stage), so the default's layer names match runs saved
+        # before `convs` existed. The 28x28 stage is where the FLOPs are, so the widest convs sit
+        # at 7x7, where they are cheap; depth is cheapest to add there too.
+        for stage, count in enumerate(convs):
+            c_out = scaled(2**stage, width)
+            for _ in range(count):
+                layers.append(conv_bn_relu(c_in, c_out))
+                c_in = c_out
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        self.features = nn.Sequential(*layers)
+        self.head = pooled_head(c_in, num_classes, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
@@ -66,8 +74,12 @@ def baseline_cnn(num_classes: int, in_channels: int, image_size: int, *, dropout
 # Width 16 is the default because it is what a 2-core laptop trains to >= 99.3% on MNIST in under
 # five minutes (benchmarks/train_recipe.py main); widen it (width=24, 32) for harder data.
 @MODELS.register("cnn")
-def cnn(num_classes: int, in_channels: int, image_size: int, *, width: int = 16, dropout: float = 0.25) -> nn.Module:
-    """Improved CNN: conv-BN-ReLU stages (width, 2x, 4x channels), max pooling, GAP, dropout."""
+def cnn(num_classes: int, in_channels: int, image_size: int, *, width: int = 16, dropout: float = 0.25,
+        convs: Sequence[int] = (2, 2, 1)) -> nn.Module:
+    """Improved CNN: conv-BN-ReLU stages (width, 2x, 4x channels; ``convs`` convs each), max pooling, GAP, dropout."""
     check_args("cnn", num_classes, in_channels, image_size)
     check_positive("cnn", width=width)
-    return CNN(num_classes, in_channels, width, check_dropout("cnn", dropout))
+    if (isinstance(convs, (str, bytes)) or not isinstance(convs, Sequence) or len(convs) != 3
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in convs)):
+        raise CnnkitError(f"model 'cnn': convs must be three positive integers (convs per stage), got {convs!r}")
+    return CNN(num_classes, in_channels, width, check_dropout("cnn", dropout), tuple(convs))

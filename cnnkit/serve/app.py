@@ -167,6 +167,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _page_routes(app)
     _predict_routes(app, registry, settings)
+    _explain_routes(app, registry, settings)
     _v2_routes(app, registry, settings)
     _admin_routes(app, registry, shared)
 
@@ -201,24 +202,11 @@ def _predict_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettin
     async def run_predict(request: Request, name: Optional[str], version: Optional[str], top_k: int, mode: Mode,
                           include_input: bool) -> JSONResponse:
         model = registry.get(name, _version(version))
-
         work = service.predict(model, read_images(request, limits), top_k, mode, limits, include_input)
-
-        return JSONResponse(await _timed(work, limits.timeout_s))
-
-    async def run_explain(request: Request, name: Optional[str], version: Optional[str], top_k: int,
-                          target: Optional[int], mode: Mode) -> JSONResponse:
-        model = registry.get(name, _version(version))
-
-        work = service.explain(model, read_images(request, limits), top_k, target, mode, limits)
-
         return JSONResponse(await _timed(work, limits.timeout_s))
 
     predict_doc = dict(tags=["predict"], response_model=None, openapi_extra={"requestBody": IMAGE_BODY},
                        responses={200: {"model": PredictResponse}, **IMAGE_ERRORS})
-    explain_doc = dict(tags=["explain"], response_model=None, openapi_extra={"requestBody": IMAGE_BODY},
-                       responses={200: {"model": ExplainResponse}, **IMAGE_ERRORS})
-    target_q = Query(None, ge=0, description="class to explain (default: each image's top class)")
 
     @app.post("/predict", summary="Predict with the default model", **predict_doc)
     async def predict(request: Request, top_k: int = TOP_K, preprocess: Mode = PREPROCESS,
@@ -237,6 +225,26 @@ def _predict_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettin
                                 preprocess: Mode = PREPROCESS, include_input: bool = INCLUDE_INPUT) -> JSONResponse:
         return await run_predict(request, name, version, top_k, preprocess, include_input)
 
+    @app.get("/models", tags=["models"], response_model=ModelsResponse)
+    async def models() -> dict[str, Any]:
+        """The served models and versions; ``current`` marks what unversioned requests get."""
+        return {"default": registry.default,
+                "models": [{**m.describe(), "current": registry.current(m.name) == m.version} for m in registry.models()]}
+
+
+def _explain_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings) -> None:
+    limits = settings.limits
+
+    async def run_explain(request: Request, name: Optional[str], version: Optional[str], top_k: int,
+                          target: Optional[int], mode: Mode) -> JSONResponse:
+        model = registry.get(name, _version(version))
+        work = service.explain(model, read_images(request, limits), top_k, target, mode, limits)
+        return JSONResponse(await _timed(work, limits.timeout_s))
+
+    explain_doc = dict(tags=["explain"], response_model=None, openapi_extra={"requestBody": IMAGE_BODY},
+                       responses={200: {"model": ExplainResponse}, **IMAGE_ERRORS})
+    target_q = Query(None, ge=0, description="class to explain (default: each image's top class)")
+
     @app.post("/explain", summary="Grad-CAM with the default model", **explain_doc)
     async def explain(request: Request, top_k: int = TOP_K, target: Optional[int] = target_q,
                       preprocess: Mode = PREPROCESS) -> JSONResponse:
@@ -252,12 +260,6 @@ def _predict_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettin
     async def explain_versioned(request: Request, name: str, version: str, top_k: int = TOP_K,
                                 target: Optional[int] = target_q, preprocess: Mode = PREPROCESS) -> JSONResponse:
         return await run_explain(request, name, version, top_k, target, preprocess)
-
-    @app.get("/models", tags=["models"], response_model=ModelsResponse)
-    async def models() -> dict[str, Any]:
-        """The served models and versions; ``current`` marks what unversioned requests get."""
-        return {"default": registry.default,
-                "models": [{**m.describe(), "current": registry.current(m.name) == m.version} for m in registry.models()]}
 
 
 def _v2_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings) -> None:

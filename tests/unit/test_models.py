@@ -77,6 +77,17 @@ def test_cnn_width_option_scales_the_model() -> None:
     assert count(width=8) < count() < count(width=48)
 
 
+def test_cnn_convs_option_sets_the_convs_per_stage_and_keeps_the_default_layer_names() -> None:
+    def convs(model: nn.Module) -> list[int]:
+        return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+    assert convs(build_model("cnn", 10, 1, 28, width=8, convs=[1, 2, 3])) == [8, 16, 16, 32, 32, 32]
+    # Runs saved before the option existed must load into the default build unchanged.
+    names = list(build_model("cnn", 10, 1, 28).state_dict())
+    assert names[0] == "features.0.0.weight" and "features.6.0.weight" in names and "features.8.0.weight" not in names
+    _check_forward_backward(build_model("cnn", 10, 3, 32, convs=(1, 1, 4)), 3, 32, 10)
+
+
 def test_vgg_without_batch_norm() -> None:
     model = build_model("vgg11", 10, 1, 28, batch_norm=False, width=0.25)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
@@ -101,9 +112,12 @@ def test_resnet_zero_init_residual_makes_blocks_start_as_identity() -> None:
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"widht": 8}, "no option 'widht'; its options: width, dropout"),
+    ({"widht": 8}, "no option 'widht'; its options: width, dropout, convs"),
     ({"dropout": 1.0}, "dropout must be in"),
     ({"width": 0}, "width must be a positive"),
+    ({"convs": [2, 2]}, "convs must be three positive integers"),
+    ({"convs": [2, 0, 1]}, "convs must be three positive integers"),
+    ({"convs": "221"}, "convs must be three positive integers"),
 ])
 def test_bad_options_are_cnnkit_errors(kwargs: dict, match: str) -> None:
     with pytest.raises(CnnkitError, match=match):
@@ -250,6 +264,6 @@ def test_input_size_hint(external) -> None:
 def test_resolved_options_fill_in_defaults_so_old_runs_rebuild_the_same():
     from cnnkit.models import resolved_options
 
-    assert resolved_options("cnn", {"dropout": 0.1}) == {"width": 16, "dropout": 0.1}
+    assert resolved_options("cnn", {"dropout": 0.1}) == {"width": 16, "dropout": 0.1, "convs": (2, 2, 1)}
     assert resolved_options("lenet5", {}) == {}
     assert resolved_options("tv:resnet18", {"x": 1}) == {"x": 1}
