@@ -43,9 +43,8 @@ class CNN(nn.Module):
     """Three stages of conv-BN-ReLU (by default two, two, one convs) each ending in a 2x2 max pool, then GAP."""
 
     def __init__(self, num_classes: int, in_channels: int, width: float, dropout: float,
-                 convs: tuple[int, int, int] = (2, 2, 1)) -> None:
+                 convs: tuple[int, int, int]) -> None:
         super().__init__()
-        # ceil_mode keeps the border row of odd maps (7 -> 4, not 3) and never reaches size 0.
         layers: list[nn.Module] = []
         c_in = in_channels
         # One flat Sequential (not one per stage), so the default's layer names match runs saved
@@ -56,6 +55,7 @@ class CNN(nn.Module):
             for _ in range(count):
                 layers.append(conv_bn_relu(c_in, c_out))
                 c_in = c_out
+            # ceil_mode keeps the border row of odd maps (7 -> 4, not 3) and never reaches size 0.
             layers.append(nn.MaxPool2d(2, ceil_mode=True))
         self.features = nn.Sequential(*layers)
         self.head = pooled_head(c_in, num_classes, dropout)
