@@ -102,7 +102,7 @@ def _preflight(space: Any, where: dict[str, str], cfg: Config) -> None:
 
 
 def _plan(name: str, url: str, meta: Any, opts: TuneOptions, cfg: Config, space: Any, where: dict[str, str],
-          seed: int | None) -> Any:
+          seed: int | None, trials_before: int) -> Any:
     from cnnkit.tuning.base import split
     from cnnkit.tuning.objective import TrialSetup
     from cnnkit.tuning.storage import redact
@@ -117,7 +117,7 @@ def _plan(name: str, url: str, meta: Any, opts: TuneOptions, cfg: Config, space:
     deadline = time.time() + opts.timeout if opts.timeout else None
     trials = opts.trials if opts.trials or opts.timeout else DEFAULT_TRIALS
     return Plan(setup, url, opts.heartbeat, opts.sampler or meta.sampler, opts.pruner or meta.pruner, meta.max_epochs,
-                seed, threads, trials, deadline)
+                seed, threads, trials, deadline, trials_before)
 
 
 def tune(opts: TuneOptions, explicit: dict[str, Any], seed_given: bool = False) -> dict[str, Any]:
@@ -153,7 +153,8 @@ def tune(opts: TuneOptions, explicit: dict[str, Any], seed_given: bool = False) 
     _preflight(space, where, cfg)
     studies.check_sampler(opts.sampler or (stored or meta_new).sampler, space.numeric_count())
     meta = stored or studies.create(storage, req)
-    plan = _plan(name, url, meta, opts, cfg, space, where, cfg.train.seed if seed_given else None)
+    trials_before = len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
+    plan = _plan(name, url, meta, opts, cfg, space, where, cfg.train.seed if seed_given else None, trials_before)
     t0 = time.perf_counter()
     codes = run_workers(plan, opts.workers)
     summary = summarize(studies.load(storage, name), redact(url))

@@ -76,10 +76,18 @@ def _cmaes(seed: int | None) -> Any:
 SAMPLERS: dict[str, Callable[[int | None], Any]] = {"tpe": _tpe, "random": _random, "cmaes": _cmaes}
 
 
+# Hyperband's reduction factor. With trials of a few epochs (cnnkit's are 8 by default), 3 makes
+# floor(log3(9)) + 1 = 3 brackets at 9 epochs, and the hedging brackets (one never prunes) eat the
+# savings: about 2.1x fewer epochs per trial at best. 4 (ASHA's and Ray Tune's choice) keeps two
+# brackets up to 15 epochs (rungs at 1 and 4 epochs, and at 4) and trains about 2.9x fewer epochs per trial.
+HYPERBAND_REDUCTION = 4
+
+
 def _hyperband(max_epochs: int) -> Any:
     import optuna
 
-    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs,
+                                          reduction_factor=HYPERBAND_REDUCTION)
 
 
 def _median(max_epochs: int) -> Any:

@@ -1,8 +1,9 @@
 """K worker processes on this machine sharing one study and one trial budget.
 
 Each worker opens the storage itself (with the heartbeat on), loads the study with its own
-sampler (seeded from the study seed, its index and the trials already there, so workers never
-replay each other's random draws) and runs one trial at a time while the budget lasts: a
+sampler (seeded from the study seed, its index and the number of trials the study had when
+the command started, so workers never replay each other's random draws, a resumed study does not
+replay its first draws, and the same command on a fresh study samples the same points) and runs one trial at a time while the budget lasts: a
 shared counter hands out exactly ``--trials`` trials across the workers, and ``--timeout``
 stops new trials from starting. Workers are spawned (not forked): a forked child would share
 the parent's database connections and torch's thread pools.
@@ -38,6 +39,7 @@ class Plan:
     threads: int
     trials: int | None
     deadline: float | None  # time.time() after which no trial starts
+    trials_before: int = 0  # trials in the study when the command started (counted once, before the workers)
 
 
 class Budget(Protocol):
@@ -77,6 +79,14 @@ def worker_seed(seed: int | None, index: int, existing: int) -> int | None:
     return int(np.random.SeedSequence([seed, index, existing]).generate_state(1)[0])
 
 
+def sampler_for(plan: Plan, index: int) -> Any:
+    """Worker ``index``'s sampler. Its seed must not depend on when this worker process got going:
+    counting the study's trials here would race with the other workers' first trials."""
+    from cnnkit.tuning.study import make_sampler
+
+    return make_sampler(plan.sampler, worker_seed(plan.seed, index, plan.trials_before))
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -104,14 +114,12 @@ def work(plan: Plan, index: int, budget: Budget, out: TextIO = sys.stderr) -> in
     import torch
 
     from cnnkit.tuning.storage import open_storage
-    from cnnkit.tuning.study import PRUNERS, load, make_sampler
+    from cnnkit.tuning.study import PRUNERS, load
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     torch.set_num_threads(plan.threads)
     storage = open_storage(plan.storage_url, plan.heartbeat, StaleTrialHandler())
-    existing = len(storage.get_all_trials(storage.get_study_id_from_name(plan.setup.study), deepcopy=False))
-    study = load(storage, plan.setup.study, make_sampler(plan.sampler, worker_seed(plan.seed, index, existing)),
-                 PRUNERS[plan.pruner](plan.max_epochs))
+    study = load(storage, plan.setup.study, sampler_for(plan, index), PRUNERS[plan.pruner](plan.max_epochs))
     objective = functools.partial(run_trial, plan.setup)
     callback = functools.partial(announce, out, plan.setup.metric)
     done = 0
