@@ -1,11 +1,12 @@
 """K worker processes on this machine sharing one study and one trial budget.
 
 Each worker opens the storage itself (with the heartbeat on), loads the study with its own
-sampler (seeded from the study seed, its index and the number of trials the study had when
-the command started, so workers never replay each other's random draws, a resumed study does not
-replay its first draws, and the same command on a fresh study samples the same points) and runs one trial at a time while the budget lasts: a
-shared counter hands out exactly ``--trials`` trials across the workers, and ``--timeout``
-stops new trials from starting. Workers are spawned (not forked): a forked child would share
+sampler and runs one trial at a time while the budget lasts: a shared counter hands out
+exactly ``--trials`` trials across the workers, and ``--timeout`` stops new trials from
+starting. A worker's sampler is seeded from the study seed, its index and the number of
+trials the study had when the command started: workers never replay each other's random
+draws, a resumed study does not replay its first ones, and the same command on a fresh study
+samples the same points. Workers are spawned (not forked): a forked child would share
 the parent's database connections and torch's thread pools.
 """
 from __future__ import annotations
