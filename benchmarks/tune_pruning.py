@@ -37,8 +37,9 @@ def main() -> None:
     print(f"machine: {machine()}")
     budget = args.minutes * 60
     space = Path(tempfile.mkdtemp()) / "space.yaml"
-    space.write_text(SPACE + ("  width: null\n" if args.width else ""))
-    fixed = ["--model-kwargs", f"width={args.width}"] if args.width else []
+    fixed_width = args.width is not None
+    space.write_text(SPACE + ("  width: null\n" if fixed_width else ""))
+    fixed = ["--model-kwargs", f"width={args.width}"] if fixed_width else []
     rows = []
     for pruner in ("hyperband", "none"):
         study = f"pruning-{pruner}-{tag}"
@@ -50,7 +51,7 @@ def main() -> None:
         seconds = sum(t["seconds"] or 0 for t in done)
         rows.append((pruner, len(done), sum(t["state"] == "pruned" for t in done), out["best_value"], study,
                      epochs / max(1, len(done)), seconds / max(1, epochs)))
-    space_name = f"width fixed at {args.width}" if args.width else "width searched"
+    space_name = f"width fixed at {args.width}" if fixed_width else "width searched"
     print(f"\n{'pruner':>10} {'finished':>9} {'pruned':>7} {'best val':>9} {'epochs/trial':>13} {'s/epoch':>8}  study"
           f"   ({args.minutes:g} min each, {args.workers} workers, {space_name})")
     for pruner, n, pruned, best, study, per_trial, per_epoch in rows:

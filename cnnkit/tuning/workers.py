@@ -40,7 +40,7 @@ class Plan:
     threads: int
     trials: int | None
     deadline: float | None  # time.time() after which no trial starts
-    trials_before: int = 0  # trials in the study when the command started (counted once, before the workers)
+    trials_before: int  # trials in the study when the command started (counted once, before the workers)
 
 
 class Budget(Protocol):
@@ -72,12 +72,12 @@ class SharedBudget:
             return True
 
 
-def worker_seed(seed: int | None, index: int, existing: int) -> int | None:
+def worker_seed(seed: int | None, index: int, trials_before: int) -> int | None:
     if seed is None:
         return None
     import numpy as np
 
-    return int(np.random.SeedSequence([seed, index, existing]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed, index, trials_before]).generate_state(1)[0])
 
 
 def sampler_for(plan: Plan, index: int) -> Any:
