@@ -20,7 +20,7 @@ def load(ref: str, runs_dir: str | None = None, device: str = "cpu") -> Any:
 def train(config: Any = None, **sections: Any) -> Any:
     """Train a new run: ``cnnkit.train(data={"name": "mnist"}, train={"epochs": 2})``."""
     from cnnkit.config import Config as _Config
-    from cnnkit.experiment import train_run
+    from cnnkit.training.run import train_run
 
     cfg = config if isinstance(config, _Config) else _Config.from_dict(dict(config or {}, **sections))
     return train_run(cfg)

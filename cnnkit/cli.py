@@ -9,7 +9,8 @@ import dataclasses
 import json
 import sys
 import typing
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from cnnkit.config import SECTIONS, Config, overrides
 from cnnkit.errors import CnnkitError

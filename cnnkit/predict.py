@@ -4,16 +4,16 @@ Shared by ``cnnkit predict``, the Python API and the server, so all three see th
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from cnnkit.data.transforms import pipelines_for
 from cnnkit.runs import LoadedRun, load
-
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Predictor:
 
     @classmethod
     def from_run(cls, ref: str, runs_dir: str | Path | None = None, device: str = "cpu",
-                 digits: bool | None = None) -> "Predictor":
+                 digits: bool | None = None) -> Predictor:
         return cls(load(ref, runs_dir, device), device, digits)
 
     @property

@@ -63,8 +63,8 @@ def format_eval(result: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     from cnnkit.cli import emit
     from cnnkit.errors import CnnkitError
-    from cnnkit.evaluate import evaluate_full
-    from cnnkit.robustness import parse_variants
+    from cnnkit.evaluation.evaluate import evaluate_full
+    from cnnkit.evaluation.robustness import parse_variants
 
     if args.bootstrap < 10 or args.batch_size < 1:
         raise CnnkitError("--bootstrap must be >= 10 and --batch-size >= 1")

@@ -37,7 +37,7 @@ def _explain(args: argparse.Namespace, loaded: Any, write: Any) -> dict[str, Any
     import numpy as np
 
     from cnnkit import figures
-    from cnnkit.evaluate import evaluate_loaded, run_dataset
+    from cnnkit.evaluation.evaluate import evaluate_loaded, run_dataset
 
     ds = run_dataset(loaded, None, args.data_dir) if _needs_data(args) else None
     result: dict[str, Any] = {}

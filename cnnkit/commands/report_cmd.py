@@ -22,8 +22,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cnnkit.cli import emit
     from cnnkit.errors import CnnkitError
-    from cnnkit.report import write_report
-    from cnnkit.robustness import REPORT_VARIANTS, parse_variants
+    from cnnkit.evaluation.robustness import REPORT_VARIANTS, parse_variants
+    from cnnkit.report.html import write_report
 
     if args.examples < 0:
         raise CnnkitError("--examples must be >= 0")

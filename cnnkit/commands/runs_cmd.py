@@ -92,9 +92,9 @@ def format_compare(c: dict) -> str:
 
 def compare(args: argparse.Namespace) -> int:
     from cnnkit.cli import emit
-    from cnnkit.compare import compare_runs
     from cnnkit.errors import CnnkitError
-    from cnnkit.robustness import parse_variants
+    from cnnkit.evaluation.compare import compare_runs
+    from cnnkit.evaluation.robustness import parse_variants
 
     if not 0 < args.alpha < 1:
         raise CnnkitError(f"--alpha must be between 0 and 1, got {args.alpha}")

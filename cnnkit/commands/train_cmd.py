@@ -21,10 +21,10 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnkit.experiment import train_run
+    from cnnkit.training.run import train_run
 
     if args.from_study or args.storage:
-        from cnnkit.tune import train_from_study
+        from cnnkit.tuning.tune import train_from_study
 
         outcome = train_from_study(args)
     else:

@@ -73,14 +73,14 @@ def _quiet_optuna() -> None:
     try:
         import optuna
     except ImportError:
-        return  # cnnkit.tune says how to install it
+        return  # cnnkit.tuning.tune says how to install it
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    from cnnkit.tune import TuneOptions, tune
     from cnnkit.tuning.base import flags_given
     from cnnkit.tuning.summary import format_summary
+    from cnnkit.tuning.tune import TuneOptions, tune
 
     _quiet_optuna()
     explicit = flags_given(args)
@@ -96,8 +96,8 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def show_study(args: argparse.Namespace) -> int:
-    from cnnkit.tune import show
     from cnnkit.tuning.summary import format_summary
+    from cnnkit.tuning.tune import show
 
     summary = show(args.name, args.storage, args.runs_dir, args.plots)
     text = format_summary(summary)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
-from cnnkit.registry import Registry
+from cnnkit.models.registry import Registry
 
 ModelBuilder = Callable[..., nn.Module]
 

@@ -11,8 +11,9 @@ import difflib
 import importlib
 import math
 import os
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

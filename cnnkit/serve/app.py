@@ -10,9 +10,10 @@ import hmac
 import logging
 import os
 import time
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any, AsyncIterator, Awaitable, Literal, Optional, TypeVar
+from typing import Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,8 +27,8 @@ from cnnkit.serve import service
 from cnnkit.serve.batching import BatcherClosed, QueueFull
 from cnnkit.serve.inputs import read_images
 from cnnkit.serve.limits import ApiError, BodyLimit
-from cnnkit.serve.metrics import Metrics
-from cnnkit.serve.registry import ModelRegistry, ServedModel, SharedState
+from cnnkit.serve.prometheus import Metrics
+from cnnkit.serve.repository import ModelRegistry, ServedModel, SharedState
 from cnnkit.serve.schemas import (
     IMAGE_BODY,
     INFER_BODY,
@@ -53,7 +54,7 @@ PREPROCESS = Query("auto", description="auto: the run's default (digit photo pre
 INCLUDE_INPUT = Query(False, description="also return the image the model saw (PNG data URL)")
 
 
-def _version(raw: Optional[str]) -> Optional[int]:
+def _version(raw: str | None) -> int | None:
     if raw is None:
         return None
     if not raw.isdigit() or len(raw) > 9:
@@ -64,7 +65,7 @@ def _version(raw: Optional[str]) -> Optional[int]:
 async def _timed(work: Awaitable[T], seconds: float) -> T:
     try:
         return await asyncio.wait_for(work, seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise ApiError(504, "timeout", f"no answer within the {seconds:g} s request timeout") from None
     except QueueFull as exc:
         raise ApiError(503, "overloaded", f"server busy: {exc}", {"Retry-After": "1"}) from None
@@ -199,7 +200,7 @@ def _page_routes(app: FastAPI) -> None:
 def _predict_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings) -> None:
     limits = settings.limits
 
-    async def run_predict(request: Request, name: Optional[str], version: Optional[str], top_k: int, mode: Mode,
+    async def run_predict(request: Request, name: str | None, version: str | None, top_k: int, mode: Mode,
                           include_input: bool) -> JSONResponse:
         model = registry.get(name, _version(version))
         work = service.predict(model, read_images(request, limits), top_k, mode, limits, include_input)
@@ -235,8 +236,8 @@ def _predict_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettin
 def _explain_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings) -> None:
     limits = settings.limits
 
-    async def run_explain(request: Request, name: Optional[str], version: Optional[str], top_k: int,
-                          target: Optional[int], mode: Mode) -> JSONResponse:
+    async def run_explain(request: Request, name: str | None, version: str | None, top_k: int,
+                          target: int | None, mode: Mode) -> JSONResponse:
         model = registry.get(name, _version(version))
         work = service.explain(model, read_images(request, limits), top_k, target, mode, limits)
         return JSONResponse(await _timed(work, limits.timeout_s))
@@ -246,19 +247,19 @@ def _explain_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettin
     target_q = Query(None, ge=0, description="class to explain (default: each image's top class)")
 
     @app.post("/explain", summary="Grad-CAM with the default model", **explain_doc)
-    async def explain(request: Request, top_k: int = TOP_K, target: Optional[int] = target_q,
+    async def explain(request: Request, top_k: int = TOP_K, target: int | None = target_q,
                       preprocess: Mode = PREPROCESS) -> JSONResponse:
         """Where the model looked: Grad-CAM of the last conv layer for each image, with predictions."""
         return await run_explain(request, None, None, top_k, target, preprocess)
 
     @app.post("/models/{name}/explain", summary="Grad-CAM with a model's current version", **explain_doc)
-    async def explain_named(request: Request, name: str, top_k: int = TOP_K, target: Optional[int] = target_q,
+    async def explain_named(request: Request, name: str, top_k: int = TOP_K, target: int | None = target_q,
                             preprocess: Mode = PREPROCESS) -> JSONResponse:
         return await run_explain(request, name, None, top_k, target, preprocess)
 
     @app.post("/models/{name}/versions/{version}/explain", summary="Grad-CAM with one version", **explain_doc)
     async def explain_versioned(request: Request, name: str, version: str, top_k: int = TOP_K,
-                                target: Optional[int] = target_q, preprocess: Mode = PREPROCESS) -> JSONResponse:
+                                target: int | None = target_q, preprocess: Mode = PREPROCESS) -> JSONResponse:
         return await run_explain(request, name, version, top_k, target, preprocess)
 
 

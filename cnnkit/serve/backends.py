@@ -86,7 +86,7 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, onnx_path: str | Path, pre: dict[str, Any], threads: int = 1) -> None:
-        from cnnkit.export import session
+        from cnnkit.export.onnx import session
 
         self.session = session(Path(onnx_path), threads)
         self.input_name = self.session.get_inputs()[0].name

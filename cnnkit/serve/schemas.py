@@ -5,7 +5,7 @@ request bodies that FastAPI cannot infer from a handler that reads the raw reque
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,7 +28,7 @@ class ImageResult(BaseModel):
     predictions: list[Prediction] = Field(description="top classes, most probable first")
     preprocessing: list[str] = Field(description="preprocessing steps that ran on this image",
                                      examples=[["grayscale", "invert", "crop", "fit-20x20", "center-of-mass"]])
-    input: Optional[str] = Field(None, description="the image the model saw, as a PNG data URL (include_input=true)")
+    input: str | None = Field(None, description="the image the model saw, as a PNG data URL (include_input=true)")
 
 
 class PredictResponse(BaseModel):
@@ -68,21 +68,21 @@ class ModelInfo(BaseModel):
     run: str
     backend: str
     classes: list[str]
-    kind: Optional[str]
+    kind: str | None
     input: dict[str, int]
     digit_preprocessing: bool
     current: bool
 
 
 class ModelsResponse(BaseModel):
-    default: Optional[str]
+    default: str | None
     models: list[ModelInfo]
 
 
 class LoadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     run: str = Field(description="run to load: NAME, NAME:vN or a path", examples=["mnist-cnn:v2"])
-    name: Optional[str] = Field(None, description="serve it under this name (default: the run's name)")
+    name: str | None = Field(None, description="serve it under this name (default: the run's name)")
     make_current: bool = Field(True, description="answer unversioned requests for the name with it")
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from cnnkit.errors import CnnkitError
 from cnnkit.serve.settings import ModelSpec, ServeSettings
@@ -47,7 +48,7 @@ def export_models(settings: ServeSettings, log: Any = print) -> ServeSettings:
     """For --backend onnx: export and check each model once, before the workers start."""
     if settings.backend != "onnx":
         return settings
-    from cnnkit.export import onnx_for_run
+    from cnnkit.export.onnx import onnx_for_run
     from cnnkit.runs import load
 
     specs = []

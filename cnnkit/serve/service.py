@@ -10,14 +10,15 @@ import asyncio
 import base64
 import io
 import threading
-from typing import Any, Awaitable, Literal, Sequence
+from collections.abc import Awaitable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from cnnkit.errors import CnnkitError
 from cnnkit.serve import protocol_v2 as v2
 from cnnkit.serve.limits import ApiError, decompress
-from cnnkit.serve.registry import ServedModel
+from cnnkit.serve.repository import ServedModel
 from cnnkit.serve.settings import Limits
 
 Preprocess = Literal["auto", "digits", "plain"]
@@ -106,7 +107,7 @@ def overlay(array: np.ndarray, heat: np.ndarray, size: int = 224) -> np.ndarray:
 
 
 def _gradcam(model: ServedModel, arrays: list[np.ndarray], target: int | None) -> dict[str, Any]:
-    from cnnkit.explain import explain_batch
+    from cnnkit.explain.attribution import explain_batch
     from cnnkit.serve.backends import ModelInputs
 
     x = ModelInputs(model.pre)(np.stack(arrays))

@@ -64,7 +64,7 @@ class ServeSettings:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "ServeSettings":
+    def from_json(cls, text: str) -> ServeSettings:
         raw: dict[str, Any] = json.loads(text)
         raw["models"] = tuple(ModelSpec(**m) for m in raw["models"])
         raw["limits"] = Limits(**raw["limits"])

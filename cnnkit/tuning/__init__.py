@@ -1,4 +1,4 @@
-"""Hyperparameter tuning with Optuna, split by job (the public entry points are in ``cnnkit.tune``).
+"""Hyperparameter tuning with Optuna, split by job (the public entry points are in ``cnnkit.tuning.tune``).
 
 - ``space``: the search space (defaults per model family, the YAML format, validation, sampling)
 - ``base``: the configuration a trial trains (study-wide part, machine-local part, overrides)

@@ -68,7 +68,7 @@ def _record_run(trial: optuna.Trial, setup: TrialSetup, sampled: dict[str, Any],
 
 def run_trial(setup: TrialSetup, trial: optuna.Trial) -> float:
     """The objective: train the sampled configuration and return its validation metric."""
-    from cnnkit.experiment import train_run
+    from cnnkit.training.run import train_run
 
     # A retried trial inherits the dead one's attributes; these describe this attempt.
     for key, value in {"host": socket.gethostname(), "pid": os.getpid(), "run": None, "run_path": None}.items():

@@ -1,12 +1,12 @@
 """torchrun with 2 CPU processes (gloo): one run, written once, that learns."""
 from __future__ import annotations
 
-import pytest
-
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 pytestmark = pytest.mark.slow  # a minute or so: trains runs, starts servers or browsers
 

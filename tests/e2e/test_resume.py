@@ -1,8 +1,6 @@
 """Kill -9 during epoch 3, ``--resume``: the run completes, with exactly the uninterrupted metrics."""
 from __future__ import annotations
 
-import pytest
-
 import json
 import os
 import signal
@@ -10,6 +8,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.conftest import as_json
 

@@ -12,10 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import httpx  # noqa: E402 - dev extras: a missing one must fail the run, not skip it
 import pytest
 from PIL import Image
-
-import httpx  # noqa: E402 - dev extras: a missing one must fail the run, not skip it
 from playwright import sync_api  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a minute or so: trains runs, starts servers or browsers

@@ -8,7 +8,7 @@ import torch
 
 from cnnkit.config import Config
 from cnnkit.engine import make_engine
-from cnnkit.experiment import train_run
+from cnnkit.training.run import train_run
 
 pytestmark = pytest.mark.gpu
 

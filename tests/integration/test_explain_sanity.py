@@ -22,7 +22,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnkit import explain
+from cnnkit import explain  # the public re-exports of cnnkit.explain.attribution
 
 SIZE, PATCH = 32, 6
 

@@ -14,13 +14,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
-
 import fastapi  # noqa: E402,F401 - dev extra: missing must fail, not skip
 import httpx  # noqa: E402
+import numpy as np
+import pytest
 from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image
 
 from cnnkit.serve.app import ADMIN_ENV, create_app  # noqa: E402
 from cnnkit.serve.server import resolve_models  # noqa: E402

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from cnnkit.compare import compare_evaluations
 from cnnkit.errors import CnnkitError
-from cnnkit.evaluate import EvalResult, PredictionSet
-from cnnkit.metrics import classification_metrics, log_softmax
+from cnnkit.evaluation.compare import compare_evaluations
+from cnnkit.evaluation.evaluate import EvalResult, PredictionSet
+from cnnkit.evaluation.metrics import classification_metrics, log_softmax
 
 
 def _eval(run: str, labels: np.ndarray, skill: float, seed: int, key: str = "test-abc") -> EvalResult:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnnkit.diagnosis import diagnose_history, save_training_diagnosis
+from cnnkit.evaluation.diagnosis import diagnose_history, save_training_diagnosis
 
 
 def history(train_loss, val_loss, train_acc, val_acc):

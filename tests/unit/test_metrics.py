@@ -9,8 +9,8 @@ import torch
 from scipy import stats
 from sklearn import metrics as skm
 
-from cnnkit import metrics as M
-from cnnkit.compare import mcnemar_exact, paired_test
+from cnnkit.evaluation import metrics as M
+from cnnkit.evaluation.compare import mcnemar_exact, paired_test
 
 TOL = 1e-6
 

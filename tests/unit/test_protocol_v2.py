@@ -7,10 +7,9 @@ import struct
 
 import numpy as np
 import pytest
+import tritonclient.http as tritonclient  # noqa: E402
 
 from cnnkit.serve import protocol_v2 as v2
-
-import tritonclient.http as tritonclient  # noqa: E402
 
 
 def triton_body(inputs, outputs=None):

@@ -5,7 +5,7 @@ import pytest
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models import MODELS, build_model, model_names
-from cnnkit.registry import Registry, UnknownNameError
+from cnnkit.models.registry import Registry, UnknownNameError
 
 
 def test_register_get_and_list() -> None:

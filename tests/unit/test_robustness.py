@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cnnkit.errors import CnnkitError
-from cnnkit.robustness import NAMES, Variant, apply_variant, describe, parse_variants, tta_views
+from cnnkit.evaluation.robustness import NAMES, Variant, apply_variant, describe, parse_variants, tta_views
 
 
 def _images(n: int = 40, c: int = 1, side: int = 28, seed: int = 0) -> torch.Tensor:

@@ -9,7 +9,7 @@ from cnnkit.config import TrainConfig
 from cnnkit.data.dataset import ImageSet
 from cnnkit.data.transforms import BatchPipeline, Normalization
 from cnnkit.engine import make_engine, seed_everything
-from cnnkit.training import SCHEDULES, auto_class_weights, fit, make_scheduler, peak_lr
+from cnnkit.training.loop import SCHEDULES, auto_class_weights, fit, make_scheduler, peak_lr
 
 
 def _bright_quadrant_task(n=512, seed=0):

@@ -1,9 +1,8 @@
 import torch
 
-from cnnkit.data.loaders import DeviceData, epoch_generator, steps_per_epoch, train_batches
 from cnnkit.data.dataset import ImageSet, stratified_split
-from cnnkit.data.transforms import (AugmentPolicy, BatchPipeline, Normalization, policy_for, random_erase,
-                                    random_hflip, random_translate)
+from cnnkit.data.loaders import DeviceData, epoch_generator, steps_per_epoch, train_batches
+from cnnkit.data.transforms import AugmentPolicy, BatchPipeline, Normalization, policy_for, random_erase, random_hflip, random_translate
 
 
 def _batch(n=8, c=1, s=12):

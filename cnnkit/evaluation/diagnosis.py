@@ -18,7 +18,8 @@ augmented batches with dropout on, so a train accuracy below val accuracy is nor
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 MIN_EPOCHS = 3
 RISE = 0.10

@@ -24,7 +24,7 @@ from cnnkit.data.loaders import DeviceData, epoch_generator, steps_per_epoch, tr
 from cnnkit.data.transforms import BatchPipeline
 from cnnkit.engine import Engine
 from cnnkit.errors import CnnkitError
-from cnnkit.evaluate import evaluate_split
+from cnnkit.evaluation.evaluate import evaluate_split
 
 # A callback sees each finished epoch's metrics; returning True stops training (e.g. a pruner).
 Callback = Callable[[int, dict[str, float]], bool | None]

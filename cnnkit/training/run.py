@@ -12,9 +12,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -25,10 +26,10 @@ from cnnkit.data.sources import load_dataset
 from cnnkit.data.transforms import BatchPipeline, Normalization, pipelines_for
 from cnnkit.engine import Engine, init_distributed, make_engine, seed_everything
 from cnnkit.errors import CnnkitError
+from cnnkit.evaluation.evaluate import evaluate_split
 from cnnkit.models import build_model, resolved_options
 from cnnkit.runs import RunDir, RunStore
-from cnnkit.evaluate import evaluate_split
-from cnnkit.training import Callback, FitResult, fit
+from cnnkit.training.loop import Callback, FitResult, fit
 
 log = logging.getLogger(__name__)
 IMAGENET = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -196,7 +197,7 @@ def _train_and_save(cfg: Config, engine: Engine, ds: Dataset, model: torch.nn.Mo
 def _store_diagnosis(run: RunDir, history: list[dict[str, float]]) -> None:
     """curves.png + diagnosis.json beside the run; the training is done, so this never fails it."""
     try:
-        from cnnkit.diagnosis import save_training_diagnosis
+        from cnnkit.evaluation.diagnosis import save_training_diagnosis
 
         save_training_diagnosis(run, history)
     except Exception as exc:  # noqa: BLE001 - e.g. no matplotlib: a trained run must not be lost to a plot

@@ -5,7 +5,8 @@ for a name that does not exist lists the names that do.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from cnnkit.errors import CnnkitError
 

@@ -1,20 +1,22 @@
 """Run-level explanation figures: a loaded run (+ images) -> (PNG bytes, JSON-ready summary).
 
 Shared by ``cnnkit explain`` (which writes the PNGs) and ``cnnkit report`` (which embeds them).
-The arrays come from ``cnnkit.explain``; the drawing from ``cnnkit.plots``. Images are named
+The arrays come from ``cnnkit.explain.attribution``; the drawing from ``cnnkit.plots``. Images are named
 by a file path or as ``SPLIT:INDEX`` (``test:17``) for an image of the run's own data.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from cnnkit import explain, plots
+from cnnkit import plots
 from cnnkit.errors import CnnkitError
+from cnnkit.explain import attribution as explain
 from cnnkit.runs import LoadedRun
 
 _SPLIT_REF = re.compile(r"^(train|val|test):(\d+)$")

@@ -1,8 +1,8 @@
 """Evaluation of a finished run on a split of its data (metrics from predictions).
 
 ``evaluate_split``/``evaluate_run`` give loss and accuracy (used while training). The full
-evaluation (``evaluate_loaded``/``evaluate_full``) adds every metric of ``cnnkit.metrics`` on the
-clean split and on corrupted variants of it (``cnnkit.robustness``), optionally with test-time
+evaluation (``evaluate_loaded``/``evaluate_full``) adds every metric of ``cnnkit.evaluation.metrics`` on the
+clean split and on corrupted variants of it (``cnnkit.evaluation.robustness``), optionally with test-time
 augmentation, and stores each result with the run under
 ``eval/<split>-<split checksum>/<variant>[+tta].json`` (+ ``.npz`` with the per-image
 log-probabilities), so ``runs compare``, ``explain --errors`` and ``report`` reuse it.
@@ -10,9 +10,10 @@ log-probabilities), so ``runs compare``, ``explain --errors`` and ``report`` reu
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,13 +21,13 @@ import torch
 from cnnkit.config import Config
 from cnnkit.data.dataset import Dataset, ImageSet, tensor_checksum
 from cnnkit.data.loaders import DeviceData, eval_batches
-from cnnkit.data.transforms import BatchPipeline, pipelines_for
 from cnnkit.data.sources import load_dataset
+from cnnkit.data.transforms import BatchPipeline, pipelines_for
 from cnnkit.engine import Engine, make_engine
 from cnnkit.errors import CnnkitError
+from cnnkit.evaluation.metrics import BOOTSTRAP, classification_metrics
+from cnnkit.evaluation.robustness import Variant, apply_variant, describe, resolved_value, tta_views
 from cnnkit.io import write_atomic
-from cnnkit.metrics import BOOTSTRAP, classification_metrics
-from cnnkit.robustness import Variant, apply_variant, describe, resolved_value, tta_views
 from cnnkit.runs import LoadedRun, RunDir, load
 
 

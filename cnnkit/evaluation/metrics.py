@@ -9,7 +9,8 @@ Conventions (the same as scikit-learn's, which the tests check against to 1e-6):
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

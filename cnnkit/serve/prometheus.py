@@ -27,7 +27,7 @@ class Metrics:
     queue_depth: Gauge
 
     @classmethod
-    def create(cls) -> "Metrics":
+    def create(cls) -> Metrics:
         reg = CollectorRegistry(auto_describe=True)
         return cls(
             registry=reg,

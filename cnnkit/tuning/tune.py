@@ -204,7 +204,7 @@ def best_config(name: str, storage: str | None, explicit: dict[str, Any]) -> tup
 
 def train_from_study(args: Any) -> Any:
     """``cnnkit train --from-study NAME``: the best trial's config as a new run, with ``study.json``."""
-    from cnnkit.experiment import train_run
+    from cnnkit.training.run import train_run
     from cnnkit.tuning.base import flags_given
 
     if not args.from_study:

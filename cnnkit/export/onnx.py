@@ -53,7 +53,7 @@ def _opset(path: Path) -> int:
 
 def check_images(loaded: LoadedRun, data_dir: str | None = None, n: int = CHECK_IMAGES) -> torch.Tensor:
     """Up to ``n`` uint8 test images (N, C, S, S) of the run's own data (else its validation split)."""
-    from cnnkit.evaluate import run_dataset
+    from cnnkit.evaluation.evaluate import run_dataset
 
     try:
         ds = run_dataset(loaded, data_dir=data_dir)

@@ -8,9 +8,10 @@ lopsided to be chance: under "equally good", each discordant image is a fair coi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -100,8 +101,8 @@ def compare_runs(refs: Sequence[str], runs_dir: str | Path | None = None, data: 
                  batch_size: int = 1024, resamples: int = 1000, limit: int | None = None, alpha: float = ALPHA) -> dict[str, Any]:
     """Evaluate (or reuse) each run on the first run's dataset (or ``data``) and compare them."""
     from cnnkit.engine import make_engine
-    from cnnkit.evaluate import evaluate_loaded, run_dataset
-    from cnnkit.robustness import Variant
+    from cnnkit.evaluation.evaluate import evaluate_loaded, run_dataset
+    from cnnkit.evaluation.robustness import Variant
     from cnnkit.runs import load
 
     if len(refs) < 2:

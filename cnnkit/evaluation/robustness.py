@@ -23,8 +23,8 @@ occlude     a black square covering this fraction of the image area      fractio
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -25,7 +25,7 @@ import numpy as np
 from cnnkit.io import write_json
 from cnnkit.serve.batching import Batcher
 from cnnkit.serve.limits import ApiError
-from cnnkit.serve.metrics import Metrics
+from cnnkit.serve.prometheus import Metrics
 from cnnkit.serve.settings import ModelSpec, ServeSettings
 
 
@@ -105,7 +105,7 @@ def load_model(spec: ModelSpec, settings: ServeSettings) -> ServedModel:
     if settings.backend == "onnx":
         path = spec.onnx_path
         if path is None:
-            from cnnkit.export import onnx_for_run
+            from cnnkit.export.onnx import onnx_for_run
 
             path = str(onnx_for_run(predictor.loaded, settings.data_dir)[0])
             spec = ModelSpec(spec.name, spec.version, spec.ref, path)

@@ -12,8 +12,9 @@ leaves the caller's model untouched while other threads use it for inference.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -11,16 +11,19 @@ from __future__ import annotations
 import base64
 import html
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from cnnkit import explain, figures, plots
+from cnnkit import plots
 from cnnkit.errors import CnnkitError
+from cnnkit.explain import attribution as explain
+from cnnkit.explain import figures
 from cnnkit.runs import LoadedRun
 
 esc = html.escape
@@ -244,16 +247,16 @@ def render(ctx: Context) -> str:
             f"&middot; {len(ctx.loaded.classes)} classes &middot; data <b>{esc(s['data'])}</b> ({esc(s['split'])}, "
             f"{s['images']:,} images) &middot; created {esc(str(ctx.loaded.run.status().get('created', '')))}</p>")
     body = head + nav + summary_section(ctx) + "".join(section(ctx) for section in SECTIONS)
-    template = string.Template((resources.files("cnnkit") / "templates" / "report.html").read_text())
+    template = string.Template((resources.files("cnnkit.report") / "templates" / "report.html").read_text())
     return template.substitute(title=esc(f"cnnkit report: {ctx.loaded.ref}"), body=body)
 
 
 def build_context(ref: str, runs_dir: Any = None, data: str | None = None, data_dir: str | None = None,
                   variants: Sequence[Any] = (), limit: int | None = None, examples: int = 8) -> Context:
-    from cnnkit.diagnosis import diagnose_history
     from cnnkit.engine import make_engine
-    from cnnkit.evaluate import evaluate_loaded, run_dataset
-    from cnnkit.robustness import Variant
+    from cnnkit.evaluation.diagnosis import diagnose_history
+    from cnnkit.evaluation.evaluate import evaluate_loaded, run_dataset
+    from cnnkit.evaluation.robustness import Variant
     from cnnkit.runs import load
 
     engine = make_engine()

@@ -1,0 +1,1 @@
+"""A run leaves cnnkit: checked exports (``onnx``)."""
