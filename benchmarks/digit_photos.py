@@ -132,7 +132,7 @@ def make_set(n: int, mnist_images: np.ndarray | None = None, mnist_labels: np.nd
 def evaluate(run: str, runs_dir: str | None, data_dir: str, n: int, save: str | None, seed: int) -> dict:
     import torch
 
-    from cnnkit.data.sources import load_builtin
+    from cnnkit.data.builtins import load_builtin
     from cnnkit.predict import Predictor
 
     mnist = load_builtin("mnist", Path(data_dir), download=False).test

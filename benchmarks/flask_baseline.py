@@ -26,7 +26,7 @@ def make_app(run: str, runs_dir: str | None) -> Flask:
     app = Flask(__name__)
 
     @app.route("/predict", methods=["POST"])
-    def predict():  # type: ignore[no-untyped-def]
+    def predict():
         img = Image.open(request.files["file"].stream)
         img = img.convert("L" if pre["channels"] == 1 else "RGB").resize((pre["input_size"], pre["input_size"]))
         x = np.asarray(img, dtype=np.float32) / 255.0

@@ -32,7 +32,7 @@ BOUNDARY = "cnnkitbenchboundary"
 def digit_png(data_dir: str) -> bytes:
     from PIL import Image
 
-    from cnnkit.data.sources import load_builtin
+    from cnnkit.data.builtins import load_builtin
 
     test = load_builtin("mnist", Path(data_dir), download=False).test
     buf = io.BytesIO()
@@ -86,7 +86,7 @@ def rss_mb(pid: int) -> float:
         p = todo.pop()
         try:
             status = Path(f"/proc/{p}/status").read_text()
-            total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+            total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, AttributeError):
@@ -95,7 +95,7 @@ def rss_mb(pid: int) -> float:
 
 
 def _ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
@@ -106,9 +106,9 @@ def run_wrk(url: str, body_file: Path, conns: int, seconds: float) -> dict[str, 
     threads = min(conns, 2)
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s",
                           "-s", str(script), url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"\n\s+50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"\n\s+99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"\n\s+50%\s+(\S+)", out).group(1))
+    p99 = _ms(re.search(r"\n\s+99%\s+(\S+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": int(errors.group(1)) if errors else 0,
@@ -122,7 +122,7 @@ async def _client(host: str, port: int, request: bytes, deadline: float, latenci
             start = time.perf_counter()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
             await reader.readexactly(length)
             latencies.append(time.perf_counter() - start)
             status.append(int(head.split(b" ", 2)[1]))
@@ -136,7 +136,7 @@ async def _client(host: str, port: int, request: bytes, deadline: float, latenci
 def run_python(url: str, body: bytes, conns: int, seconds: float) -> dict[str, float]:
     """Fallback load generator (keep-alive HTTP/1.1, closed loop); slower than wrk at high rates."""
     m = re.match(r"http://([^:/]+):(\d+)(/.*)", url)
-    host, port, path = m.group(1), int(m.group(2)), m.group(3)  # type: ignore[union-attr]
+    host, port, path = m.group(1), int(m.group(2)), m.group(3)
     request = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     latencies: list[float] = []

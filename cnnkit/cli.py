@@ -42,13 +42,21 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: Sequence[str] = 
             elif kind is dict:
                 kwargs.update(nargs="*", metavar="KEY=VALUE")
             else:
-                kwargs["metavar"] = f.name.split("_")[-1].upper() if typing.get_origin(kind) is not typing.Literal else "{" + ",".join(typing.get_args(kind)) + "}"
+                literal = typing.get_origin(kind) is typing.Literal
+                kwargs["metavar"] = "{" + ",".join(typing.get_args(kind)) + "}" if literal else f.name.split("_")[-1].upper()
             group.add_argument(_flag(section, f), **kwargs)
 
 
 def _help(f: dataclasses.Field, kind: Any) -> str:
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     return f"{f.metadata.get('help', '')} (default: {default})"
+
+
+def add_runs_dir(parser: argparse.ArgumentParser, dest: str = "runs_dir") -> None:
+    """``--runs-dir`` for a verb that reads runs, with the one help text (the config's own)."""
+    f = next(f for f in dataclasses.fields(SECTIONS["run"]) if f.name == "runs_dir")
+    extra: dict[str, Any] = {"default": argparse.SUPPRESS} if "." in dest else {}  # a config dest: given or absent
+    parser.add_argument(_flag("run", f), dest=dest, metavar="DIR", help=f.metadata["help"], **extra)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -36,6 +36,9 @@ class DataConfig:
     image_size: int | None = opt(None, "square input size; default: 28/32 for built-ins, 64 for folders")
     channels: int | None = opt(None, "force 1 (gray) or 3 (RGB) channels; default: from the data")
     augment: Literal["auto", "none", "light", "strong"] = opt("auto", "augmentation preset; auto suits the dataset")
+    flip: Literal["random", "alternate"] = opt("random", "when the preset flips: each image at random, or alternate "
+                                               "(a fixed random half on even epochs, the other half on odd ones)")
+    pad: Literal["zeros", "reflect"] = opt("zeros", "how translations fill the border: zeros, or reflect the image")
     skip_bad: bool = opt(False, "skip unreadable images in a folder instead of refusing the data")
     limit: int | None = opt(None, "use only the first N training images (quick experiments)")
     download: bool = opt(True, "download missing built-in datasets from the official mirrors")
@@ -57,7 +60,7 @@ class ModelConfig:
 
 
 Optimizer = Literal["sgd", "adam", "adamw"]
-Schedule = Literal["onecycle", "cosine", "step", "none"]
+Schedule = Literal["onecycle", "cosine", "step", "triangle", "none"]
 
 
 @dataclass
@@ -78,6 +81,12 @@ class TrainConfig:
     channels_last: Literal["auto", "on", "off"] = opt("auto", "channels_last memory format: auto = on for CUDA and CPU")
     compile: bool = opt(False, "torch.compile the model")
     ema: float = opt(0.0, "EMA decay of the weights (e.g. 0.999); 0 disables; eval uses the EMA weights")
+    lookahead: bool = opt(False, "lookahead: every 5 steps pull the weights to a slow average whose decay follows the schedule")
+    norm_lr_mult: float = opt(1.0, "learning-rate multiplier for BatchNorm/normalization parameters (biases/shifts)")
+    decoupled_wd: bool = opt(False, "weight_decay is the shrink per step per 1024 images, independent of the lr (sgd, adamw)")
+    whiten: Literal["auto", "on", "off"] = opt("auto", "patch-whitening init of the first conv from the training images "
+                                               "(frozen); auto: on for models built for it (airbench)")
+    whiten_bias_epochs: int = opt(3, "epochs the whitening layer's bias trains before it is frozen too")
     early_stopping: int = opt(0, "stop after N epochs without improvement of --monitor (0 = off)")
     monitor: Literal["val_loss", "val_accuracy"] = opt("val_accuracy", "metric for early stopping and best epoch")
     grad_clip: float = opt(0.0, "clip the gradient norm to this value (0 = off)")
@@ -98,6 +107,13 @@ class TrainConfig:
             raise CnnkitError(f"train.lr must be > 0; got {self.lr}")
         _check_range("train.label_smoothing", self.label_smoothing, 0.0, 0.99)
         _check_range("train.ema", self.ema, 0.0, 0.99999)
+        if self.ema and self.lookahead:
+            raise CnnkitError("train.ema and train.lookahead both average the weights; choose one")
+        if self.decoupled_wd and self.optimizer == "adam":
+            raise CnnkitError("train.decoupled_wd needs sgd or adamw (adam's L2 decay is scaled by its adaptive step)")
+        if not self.norm_lr_mult > 0:
+            raise CnnkitError(f"train.norm_lr_mult must be > 0; got {self.norm_lr_mult}")
+        _check_min("train.whiten_bias_epochs", self.whiten_bias_epochs, 0)
         _check_range("train.momentum", self.momentum, 0.0, 0.999)
         for name in ("weight_decay", "grad_clip", "warmup_epochs"):
             _check_min(f"train.{name}", getattr(self, name), 0)

@@ -28,6 +28,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 CHECKPOINT = "checkpoints/last.pt"
 
 
+def slug(label: str, fallback: str) -> str:
+    """``label`` made into a valid run or study name (runs of other characters become one '-')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-._") or fallback
+
+
 def check_name(name: str) -> str:
     if not _NAME.match(name):
         raise CnnkitError(f"run name {name!r} must be letters, digits, '.', '_' or '-' (and not start with one of the last three)")
@@ -145,8 +150,15 @@ class RunStore:
             return run
 
     def get(self, ref: str) -> RunDir:
-        """``NAME`` (latest version), ``NAME:vN`` / ``NAME:N``, or a path to a version folder."""
+        """``NAME`` (latest version), ``NAME:vN`` / ``NAME:N``, a path to a version folder, or a Hub
+        folder (a path, or ``hf://OWNER/REPO[@REV]``; see cnnkit.hubfolder)."""
         as_path = Path(ref)
+        if ref.startswith("hf://") or (as_path / "config.json").is_file():
+            from cnnkit.hubfolder import resolve
+
+            hub = resolve(ref)
+            if hub is not None:
+                return hub
         if (as_path / "status.json").is_file() or (as_path / "model.json").is_file():
             parent = as_path.resolve()
             m = _VERSION.match(parent.name)
@@ -194,7 +206,8 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     """Rebuild the architecture from model.json, without weights (no download for tv:/timm:)."""
     from cnnkit.models import build_model
 
-    return build_model(spec["name"], spec["num_classes"], spec["in_channels"], spec["image_size"], pretrained=False, **spec.get("kwargs", {}))
+    return build_model(spec["name"], spec["num_classes"], spec["in_channels"], spec["image_size"], pretrained=False,
+                       **spec.get("kwargs", {}))
 
 
 def load(ref: str, runs_dir: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedRun:

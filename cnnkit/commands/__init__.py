@@ -8,7 +8,21 @@ import argparse
 import importlib
 
 # Order is the order of `cnnkit --help`.
-_MODULES = ("train_cmd", "eval_cmd", "predict_cmd", "runs_cmd", "data_cmd", "models_cmd", "tune_cmd", "explain_cmd", "report_cmd", "serve_cmd")
+_MODULES = (
+    "train_cmd",
+    "eval_cmd",
+    "predict_cmd",
+    "runs_cmd",
+    "data_cmd",
+    "models_cmd",
+    "tune_cmd",
+    "explain_cmd",
+    "report_cmd",
+    "serve_cmd",
+    "export_cmd",
+    "push_cmd",
+    "deploy_cmd",
+)
 
 
 def register_all(verbs: argparse._SubParsersAction) -> None:

@@ -23,7 +23,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
 def run_check(args: argparse.Namespace) -> int:
     from cnnkit.cli import emit
     from cnnkit.config import DataConfig
-    from cnnkit.data.checks import diagnose, format_report
+    from cnnkit.data.check_text import format_report
+    from cnnkit.data.checks import diagnose
     from cnnkit.data.sources import load_dataset
 
     cfg = DataConfig(name=args.data, data_dir=args.data_dir, image_size=args.image_size, channels=args.channels,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cnnkit.cli import add_runs_dir
+
 
 def register(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("eval", help="evaluate a run on its test set (or --data/--split), with robustness variants")
@@ -20,7 +22,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images of the split (a quick look)")
     p.add_argument("--no-cache", action="store_true", help="recompute even if a stored result matches")
-    p.add_argument("--runs-dir", help="where runs live (default: $CNNKIT_RUNS, else ./runs)")
+    add_runs_dir(p)
     p.add_argument("--batch-size", type=int, default=1024, help="evaluation batch size")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=run)

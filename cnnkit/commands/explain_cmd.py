@@ -5,6 +5,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from cnnkit.cli import add_runs_dir
+
 
 def register(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("explain", help="filters, feature maps, Grad-CAM and the worst errors of a run, as PNG files")
@@ -19,7 +21,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=16, metavar="K", help="how many top losses (default: 16)")
     p.add_argument("--out", metavar="DIR", help="where to write the PNGs (default: the run's explain/ folder)")
     p.add_argument("--data-dir", help="root of the built-in datasets")
-    p.add_argument("--runs-dir", help="where runs live (default: $CNNKIT_RUNS, else ./runs)")
+    add_runs_dir(p)
     p.add_argument("--json", action="store_true", help="print JSON (files written and the arrays' summaries)")
     p.set_defaults(handler=run)
 
@@ -36,8 +38,8 @@ def _needs_data(args: argparse.Namespace) -> bool:
 def _explain(args: argparse.Namespace, loaded: Any, write: Any) -> dict[str, Any]:
     import numpy as np
 
-    from cnnkit import figures
     from cnnkit.evaluation.evaluate import evaluate_loaded, run_dataset
+    from cnnkit.explain import figures
 
     ds = run_dataset(loaded, None, args.data_dir) if _needs_data(args) else None
     result: dict[str, Any] = {}
@@ -51,7 +53,8 @@ def _explain(args: argparse.Namespace, loaded: Any, write: Any) -> dict[str, Any
         write(f"feature-maps-{_safe(names[0])}-{_safe(result['feature_maps']['layer'])}.png", png)
     if args.gradcam:
         images, names, labels = figures.load_images(loaded, args.gradcam, ds)
-        png, result["gradcam"] = figures.attribution_figure(loaded, images, names, labels, figures.parse_target(loaded, args.target), args.layer)
+        target = figures.parse_target(loaded, args.target)
+        png, result["gradcam"] = figures.attribution_figure(loaded, images, names, labels, target, args.layer)
         write("gradcam.png", png)
     if args.errors:
         ev = evaluate_loaded(loaded, ds)

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import argparse
 
+from cnnkit.cli import add_runs_dir
+
 
 def register(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("predict", help="predict the class of image files with a trained run")
     p.add_argument("run", metavar="RUN", help="NAME, NAME:vN or a path to a run version")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (PNG, JPEG, BMP, WebP...)")
     p.add_argument("--top-k", type=int, default=3, help="how many classes to show per image (default: 3)")
-    p.add_argument("--runs-dir", help="where runs live")
+    add_runs_dir(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
     p.add_argument("--digits", action=argparse.BooleanOptionalAction, default=None,
                    help="MNIST-style photo preprocessing (grayscale, invert, crop to the ink, centre by mass); "

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from cnnkit.cli import add_runs_dir
+
 
 def register(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("report", help="one self-contained HTML report of a run: curves, metrics, robustness, Grad-CAM")
@@ -14,7 +16,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
                    help="robustness variants, as for 'cnnkit eval' (default: clean,augmented,noise,blur,rotate,shift)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate on the first N test images only (a quick look)")
     p.add_argument("--examples", type=int, default=8, metavar="K", help="Grad-CAM examples (default: 8)")
-    p.add_argument("--runs-dir", help="where runs live (default: $CNNKIT_RUNS, else ./runs)")
+    add_runs_dir(p)
     p.add_argument("--json", action="store_true", help="print JSON (the file written and what it holds)")
     p.set_defaults(handler=run)
 

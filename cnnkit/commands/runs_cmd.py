@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from cnnkit.cli import add_runs_dir
+
 
 def register(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("runs", help="list and inspect versioned runs")
@@ -13,7 +15,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     show.add_argument("run", metavar="NAME[:vN]")
     cmp = _compare_parser(sub)
     for q in (ls, show, cmp):
-        q.add_argument("--runs-dir", help="where runs live (default: $CNNKIT_RUNS, else ./runs)")
+        add_runs_dir(q)
         q.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(handler=list_runs)
     show.set_defaults(handler=show_run)
@@ -48,7 +50,8 @@ def show_run(args: argparse.Namespace) -> int:
     lines = [f"{run.ref}  ({info['status'].get('state')})  {run.path}",
              f"  model: {info['model']} {info['spec'].get('kwargs') or ''}  input {info['spec'].get('in_channels')}x"
              f"{info['spec'].get('image_size')}  classes {len(info['spec'].get('classes', []))}",
-             f"  data: {info['data']}  checksum {str(info['data_record'].get('checksum'))[:16]}  counts {info['data_record'].get('counts')}"]
+             f"  data: {info['data']}  checksum {str(info['data_record'].get('checksum'))[:16]}  "
+             f"counts {info['data_record'].get('counts')}"]
     lines += [f"  {k}: {_fmt(v)}" for k, v in info["metrics"].items()]
     lines += [f"  epoch {h['epoch']}: train loss {h['train_loss']:.4f} acc {h['train_accuracy']:.4f}"
               + (f" | val loss {h['val_loss']:.4f} acc {h['val_accuracy']:.4f}" if "val_loss" in h else "")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from cnnkit.cli import add_runs_dir
+
 
 def register(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("serve", help="serve runs over HTTP (JSON API, KServe v2, web page, metrics)",
@@ -28,16 +30,18 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--max-request-mb", type=float, default=20.0, help="request body limit in MB (default: 20)")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="pixels per image at most (default: 40M)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request at most (default: 30)")
-    p.add_argument("--runs-dir", help="where runs live")
+    add_runs_dir(p)
     p.add_argument("--data-dir", help="data root, to check ONNX exports on the runs' test images")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from cnnkit.errors import CnnkitError
     from cnnkit.serve.server import banner, export_models, main_log, resolve_models, serve
-    from cnnkit.serve.settings import Limits, ServeSettings
+    from cnnkit.serve.settings import ADMIN_ENV, Limits, ServeSettings
 
     if args.max_request_mb <= 0 or args.max_images < 1 or args.max_pixels < 1 or args.timeout <= 0:
         raise CnnkitError("--max-request-mb, --max-images, --max-pixels and --timeout must be positive")
@@ -46,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         models=resolve_models(args.runs, args.runs_dir), backend=args.backend, host=args.host, port=args.port,
         workers=args.workers, threads=args.threads, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-        max_queue=args.max_queue, digits=args.digits, limits=limits, data_dir=args.data_dir, runs_dir=args.runs_dir)
+        max_queue=args.max_queue, digits=args.digits, limits=limits, data_dir=args.data_dir, runs_dir=args.runs_dir,
+        admin_token=os.environ.get(ADMIN_ENV) or None)
     settings = export_models(settings, main_log)
     main_log(banner(settings))
     serve(settings, args.log_level)

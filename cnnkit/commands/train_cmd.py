@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 
 from cnnkit.cli import add_config_flags, config_from_args, emit
+from cnnkit.config import overrides
+from cnnkit.errors import CnnkitError
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -26,7 +28,11 @@ def run(args: argparse.Namespace) -> int:
     if args.from_study or args.storage:
         from cnnkit.tuning.tune import train_from_study
 
-        outcome = train_from_study(args)
+        if not args.from_study:
+            raise CnnkitError("--storage goes with --from-study")
+        if args.resume:
+            raise CnnkitError("--from-study starts a new run; it cannot be combined with --resume")
+        outcome = train_from_study(args.from_study, args.storage, overrides(vars(args), args.config))
     else:
         outcome = train_run(config_from_args(args), resume=args.resume)
     if outcome.run is None:  # a non-main torchrun process: rank 0 reports

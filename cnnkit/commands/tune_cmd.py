@@ -5,12 +5,9 @@ import argparse
 import signal
 import sys
 
-from cnnkit.cli import add_config_flags, emit
-
-# Kept here (not imported from cnnkit.tuning) so `cnnkit --help` does not import the tuning code.
-SAMPLERS = ("tpe", "random", "cmaes")
-PRUNERS = ("hyperband", "median", "none")
-METRICS = ("val_accuracy", "val_loss")
+from cnnkit.cli import add_config_flags, add_runs_dir, emit
+from cnnkit.config import overrides
+from cnnkit.tuning import names  # Optuna-free: the choices without the tuning code
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -24,27 +21,29 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", metavar="URL", help="SQLAlchemy URL of a shared database, e.g. "
                    "postgresql://user:pass@host:5432/db (default: SQLite file RUNS/_studies/optuna.db)")
     p.add_argument("--trials", type=int, metavar="N", help="trials this command runs over all its workers "
-                   "(default: 20; unlimited with --timeout)")
+                   f"(default: {names.DEFAULT_TRIALS}; unlimited with --timeout)")
     p.add_argument("--timeout", type=float, metavar="S", help="start no new trial after S seconds")
     p.add_argument("--workers", type=int, default=1, metavar="K", help="worker processes sharing the study (default: 1)")
     p.add_argument("--space", metavar="FILE.yaml",
                    help="search space file (format: README, Tuning); default: the model family's space")
-    p.add_argument("--sampler", choices=SAMPLERS, help="tpe (default), random, or cmaes; seeded by --seed")
-    p.add_argument("--pruner", choices=PRUNERS, help="stop poor trials early: hyperband (default), median, none")
-    p.add_argument("--metric", choices=METRICS, help="what trials are compared on (default: val_accuracy, maximized)")
-    p.add_argument("--heartbeat", type=int, default=20, metavar="S", help="seconds between a running trial's "
-                   "heartbeats; a trial silent for 3x this is failed (its worker died) (default: 20)")
+    p.add_argument("--sampler", choices=names.SAMPLERS, help=f"seeded by --seed (default: {names.DEFAULT_SAMPLER})")
+    p.add_argument("--pruner", choices=names.PRUNERS, help=f"stop poor trials early (default: {names.DEFAULT_PRUNER})")
+    metric = names.DEFAULT_METRIC
+    p.add_argument("--metric", choices=names.METRICS, help="what trials are compared on "
+                   f"(default: {metric}, {names.METRIC_DIRECTIONS[metric]}d)")
+    p.add_argument("--heartbeat", type=int, default=names.DEFAULT_HEARTBEAT_S, metavar="S", help="seconds between a "
+                   "running trial's heartbeats; a trial silent for 3x this is failed (its worker died) "
+                   f"(default: {names.DEFAULT_HEARTBEAT_S})")
     p.add_argument("--config", metavar="FILE.yaml", help="base options file with sections data, model, train")
     p.add_argument("--json", action="store_true", help="print the study's summary as JSON")
     add_config_flags(p, ("data", "model", "train"))
-    p.add_argument("--runs-dir", dest="run.runs_dir", default=argparse.SUPPRESS, metavar="DIR",
-                   help="where the trials' runs and the default study storage live (default: $CNNKIT_RUNS, else ./runs)")
+    add_runs_dir(p, "run.runs_dir")
     p.set_defaults(handler=run_tune)
     sub = p.add_subparsers(dest="tune_verb", metavar="{show}", parser_class=type(p))
     show = sub.add_parser("show", help="best value and params, trial counts, plots of a study")
     show.add_argument("name", metavar="NAME", help="the study")
     show.add_argument("--storage", metavar="URL", help="the study's storage (default: SQLite under the runs dir)")
-    show.add_argument("--runs-dir", dest="runs_dir", help="runs folder (default: $CNNKIT_RUNS, else ./runs)")
+    add_runs_dir(show)
     show.add_argument("--no-plots", dest="plots", action="store_false", help="do not write the plots")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=show_study)
@@ -78,12 +77,11 @@ def _quiet_optuna() -> None:
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    from cnnkit.tuning.base import flags_given
     from cnnkit.tuning.summary import format_summary
     from cnnkit.tuning.tune import TuneOptions, tune
 
     _quiet_optuna()
-    explicit = flags_given(args)
+    explicit = overrides(vars(args), args.config)  # only the options given: the study's stored ones fill the rest
     opts = TuneOptions(study=args.study, storage=args.storage, trials=args.trials, timeout=args.timeout,
                        workers=args.workers, space=args.space, sampler=args.sampler, pruner=args.pruner,
                        metric=args.metric, heartbeat=args.heartbeat)

@@ -36,7 +36,7 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, index: torch.Tensor) -> "ImageSet":
+    def subset(self, index: torch.Tensor) -> ImageSet:
         files = tuple(self.files[i] for i in index.tolist()) if self.files else ()
         return ImageSet(self.images[index], self.labels[index], files)
 

@@ -34,6 +34,11 @@ class ImageDecodeError(CnnkitError):
         self.reason = reason
 
 
+class ImageTooLarge(ImageDecodeError):
+    """An image refused for its size (over the pixel limit, or a decompression bomb): the
+    server answers these with 413, other decode errors with 422."""
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     """A fully loaded image, plus the mode and size of the file as stored (for the doctor).
@@ -79,7 +84,7 @@ def _open(src: bytes | str | Path, label: str) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageDecodeError(label, "not a PNG, JPEG, BMP, WebP, GIF or TIFF image") from None
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(label, f"refused as a decompression bomb ({exc})") from None
+        raise ImageTooLarge(label, f"refused as a decompression bomb ({exc})") from None
     except OSError as exc:
         if exc.errno is not None:  # the file system's error (permissions, I/O), not the data's
             raise ImageDecodeError(label, f"cannot be read ({exc.strerror})") from None
@@ -104,7 +109,7 @@ def read_image(
     with _open(src, label) as img:
         width, height = img.size
         if width * height > max_pixels:
-            raise ImageDecodeError(
+            raise ImageTooLarge(
                 label, f"{width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "
                 "(decompression bomb?)"
             )

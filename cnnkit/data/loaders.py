@@ -29,7 +29,7 @@ class DeviceData:
     labels: torch.Tensor
 
     @classmethod
-    def from_set(cls, split: ImageSet, device: torch.device) -> "DeviceData":
+    def from_set(cls, split: ImageSet, device: torch.device) -> DeviceData:
         pin = device.type == "cuda"
         images = split.images.pin_memory() if pin else split.images
         return cls(images.to(device, non_blocking=pin), split.labels.to(device, non_blocking=pin))
@@ -46,19 +46,20 @@ def train_batches(
     world: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled batches; the last partial batch is dropped (BatchNorm dislikes batches of 1)."""
+    for idx in train_index_batches(data, batch_size, gen, rank, world):
+        yield data.images[idx], data.labels[idx]
+
+
+def train_index_batches(data: DeviceData, batch_size: int, gen: torch.Generator, rank: int = 0,
+                        world: int = 1) -> Iterator[torch.Tensor]:
+    """The dataset indices of ``train_batches``' batches (for per-image choices such as alternating flips)."""
     order = torch.randperm(len(data), generator=gen, device=gen.device).to(data.labels.device)
     # Equal shares for every process: DDP hangs if one process takes an extra step.
     order = order[: (len(order) // world) * world][rank::world]
     steps = len(order) // batch_size
     for i in range(steps):
-        idx = order[i * batch_size : (i + 1) * batch_size]
-        yield data.images[idx], data.labels[idx]
+        yield order[i * batch_size : (i + 1) * batch_size]
 
 
 def steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
     return (n // world) // batch_size if n >= world else 0
-
-
-def eval_batches(data: DeviceData, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for start in range(0, len(data), batch_size):
-        yield data.images[start : start + batch_size], data.labels[start : start + batch_size]

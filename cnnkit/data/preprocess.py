@@ -20,14 +20,12 @@ numpy out, no I/O.
 """
 from __future__ import annotations
 
-from typing import Union
-
 import numpy as np
 from PIL import Image, ImageFilter
 
 from cnnkit.data.imageio import _flatten  # the one place that knows how to drop alpha, 16-bit...
 
-ImageLike = Union[Image.Image, np.ndarray]
+ImageLike = Image.Image | np.ndarray
 
 # Inputs larger than this (longer side, pixels) are shrunk first: a 12-megapixel photo of one
 # digit carries no more information than a few hundred pixels, and every step below is per pixel.
@@ -55,9 +53,14 @@ def _best_channel(rgb: np.ndarray) -> np.ndarray:
 
 
 def _contrast(x: np.ndarray) -> float:
-    paper = _quantile(_border(x), 0.5)
+    return max(_ink_spread(x, _border(x)))
+
+
+def _ink_spread(x: np.ndarray, border: np.ndarray) -> tuple[float, float]:
+    """How far the darkest and the lightest 1% of the pixels lie from the paper (median of ``border``)."""
+    paper = _quantile(border, 0.5)
     levels = _Levels(x)
-    return max(paper - (levels.percentile(1) or 0.0), (levels.percentile(99) or 0.0) - paper)
+    return paper - (levels.percentile(1) or 0.0), (levels.percentile(99) or 0.0) - paper
 
 
 def _gray(img: ImageLike, steps: list[str]) -> np.ndarray:
@@ -137,10 +140,8 @@ def _ink_is_dark(x: np.ndarray) -> bool:
     border = _border(x)
     if border[-1] <= 8.0:  # a clean black background (a scan made MNIST-style): light ink
         return False
-    paper = _quantile(border, 0.5)
-    levels = _Levels(x)
-    low, high = levels.percentile(1) or 0.0, levels.percentile(99) or 0.0
-    return paper - low > high - paper
+    dark, light = _ink_spread(x, border)
+    return dark > light
 
 
 def _opening(x: np.ndarray, span: int) -> np.ndarray:

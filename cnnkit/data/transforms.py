@@ -7,7 +7,7 @@ that a run (and a resumed run) draws exactly the same random numbers.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,12 @@ class AugmentPolicy:
     rotate: float = 0.0  # max rotation in degrees
     scale: float = 0.0  # max relative zoom in or out
     erase: float = 0.0  # probability of random erasing (one rectangle per image)
+    # "alternate": the loop passes each batch's flips (every image flipped on every other epoch),
+    # which covers both views of each image in any two epochs instead of leaving it to chance.
+    flip_mode: str = "random"
+    # "reflect": shifted-in borders mirror the image instead of being black, so the net never
+    # learns black borders that test images do not have.
+    pad_mode: str = "zeros"
 
     @property
     def active(self) -> bool:
@@ -57,7 +63,7 @@ class Normalization:
     std: tuple[float, ...]
 
     @classmethod
-    def from_images(cls, images: torch.Tensor, max_images: int = 20000) -> "Normalization":
+    def from_images(cls, images: torch.Tensor, max_images: int = 20000) -> Normalization:
         sample = images[:max_images].to(torch.float64) / 255.0
         mean = sample.mean(dim=(0, 2, 3))
         std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
@@ -69,10 +75,10 @@ class Normalization:
         return (x - mean) / std
 
 
-def random_translate(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Random crop of the zero-padded batch: every image shifted by up to ``pad`` pixels."""
+def random_translate(x: torch.Tensor, pad: int, gen: torch.Generator, mode: str = "zeros") -> torch.Tensor:
+    """Random crop of the padded batch (zeros or ``mode="reflect"``): every image shifted by up to ``pad`` pixels."""
     b, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
+    padded = F.pad(x, (pad, pad, pad, pad)) if mode == "zeros" else F.pad(x, (pad, pad, pad, pad), mode=mode)
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=gen.device).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=gen.device).to(x.device)
     rows = (dy.view(b, 1) + torch.arange(h, device=x.device)).view(b, 1, h, 1)
@@ -82,9 +88,22 @@ def random_translate(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.T
     return out.gather(3, cols.expand(b, x.shape[1], h, w))
 
 
-def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    mask = torch.rand(x.shape[0], generator=gen, device=gen.device).to(x.device) < 0.5
-    return torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
+def random_hflip(x: torch.Tensor, gen: torch.Generator, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mirror a random half of the batch, or the images where ``mask`` (bool, one per image) is set."""
+    if mask is None:
+        mask = torch.rand(x.shape[0], generator=gen, device=gen.device).to(x.device) < 0.5
+    return torch.where(mask.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def alternating_flip_bits(n: int, seed: int) -> torch.Tensor:
+    """One fixed random bit per training image; image i is flipped in epoch e iff bit_i xor (e odd)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + 7919)
+    return torch.rand(n, generator=gen) < 0.5
+
+
+def alternating_flips(bits: torch.Tensor, indices: torch.Tensor, epoch: int) -> torch.Tensor:
+    """The flip mask of a batch (its images' dataset ``indices``) in ``epoch``."""
+    return bits.to(indices.device)[indices] ^ bool(epoch % 2)
 
 
 def random_affine(x: torch.Tensor, degrees: float, scale: float, gen: torch.Generator) -> torch.Tensor:
@@ -126,37 +145,39 @@ class BatchPipeline:
     policy: AugmentPolicy = AugmentPolicy()
     channels_last: bool = False
 
-    def __call__(self, images: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, gen: torch.Generator | None = None,
+                 flips: torch.Tensor | None = None) -> torch.Tensor:
+        """``flips``: this batch's flip mask when the policy's flips are chosen by the caller
+        (``flip_mode="alternate"``); otherwise flips are drawn from ``gen``."""
         x = images.float().div_(255.0)
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True, align_corners=False)
         if gen is not None and self.policy.active:
-            x = self._augment(x, gen)
+            x = apply_geometric(x, self.policy, gen, flips)
         x = self.norm.apply(x)
         if gen is not None and self.policy.erase:
             x = random_erase(x, self.policy.erase, gen)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return apply_geometric(x, self.policy, gen)
 
-
-def apply_geometric(x: torch.Tensor, p: AugmentPolicy, gen: torch.Generator) -> torch.Tensor:
+def apply_geometric(x: torch.Tensor, p: AugmentPolicy, gen: torch.Generator, flips: torch.Tensor | None = None) -> torch.Tensor:
     """The policy's rotation/zoom, translation and flip, in that order (erasing is separate: the
     pipeline applies it after normalization, so erased pixels are the mean)."""
     if p.rotate or p.scale:
         x = random_affine(x, p.rotate, p.scale, gen)
     if p.translate:
-        x = random_translate(x, p.translate, gen)
+        x = random_translate(x, p.translate, gen, p.pad_mode)
     if p.hflip:
-        x = random_hflip(x, gen)
+        x = random_hflip(x, gen, flips)
     return x
 
 
-def pipelines_for(pre: dict, augment: str = "none", channels_last: bool = False) -> tuple[BatchPipeline, BatchPipeline]:
-    """(train, eval) pipelines from a run's stored preprocessing record (model.json "preprocess")."""
+def pipelines_for(pre: dict, augment: str = "none", channels_last: bool = False, flip: str = "random",
+                  pad: str = "zeros") -> tuple[BatchPipeline, BatchPipeline]:
+    """(train, eval) pipelines from a run's stored preprocessing record (model.json "preprocess");
+    ``flip``/``pad`` set how the preset's flips are chosen and its translations padded."""
     norm = Normalization(tuple(pre["mean"]), tuple(pre["std"]))
-    policy = policy_for(pre["kind"], augment, pre["input_size"])
+    policy = replace(policy_for(pre["kind"], augment, pre["input_size"]), flip_mode=flip, pad_mode=pad)
     return (
         BatchPipeline(norm, pre["input_size"], policy, channels_last),
         BatchPipeline(norm, pre["input_size"], channels_last=channels_last),

@@ -10,7 +10,7 @@ log-probabilities), so ``runs compare``, ``explain --errors`` and ``report`` reu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import torch
 
 from cnnkit.config import Config
 from cnnkit.data.dataset import Dataset, ImageSet, tensor_checksum
-from cnnkit.data.loaders import DeviceData, eval_batches
+from cnnkit.data.loaders import DeviceData
 from cnnkit.data.sources import load_dataset
 from cnnkit.data.transforms import BatchPipeline, pipelines_for
 from cnnkit.engine import Engine, make_engine
@@ -32,17 +32,28 @@ from cnnkit.runs import LoadedRun, RunDir, load
 
 
 @torch.inference_mode()
+def _batch_logits(model: torch.nn.Module, images: torch.Tensor, pipeline: BatchPipeline, batch_size: int,
+                  engine: Engine, tta_kind: str | None = None) -> Iterator[list[torch.Tensor]]:
+    """For each batch of uint8 ``images``, in order: the float32 logits of each view of it (with
+    ``tta_kind``, the test-time views of ``robustness.tta_views``; else the images themselves)."""
+    model.eval()
+    for start in range(0, len(images), batch_size):
+        xb = images[start:start + batch_size].to(engine.device)
+        logits = []
+        for view in tta_views(xb, tta_kind) if tta_kind else [xb]:
+            with engine.autocast():
+                logits.append(model(pipeline(view)).float())
+        yield logits
+
+
 def predict_logits(model: torch.nn.Module, data: DeviceData, pipeline: BatchPipeline, batch_size: int, engine: Engine) -> torch.Tensor:
     """Logits for a whole split, in order, as float32 on the CPU."""
-    model.eval()
-    outs = []
-    for xb, _ in eval_batches(data, batch_size):
-        with engine.autocast():
-            outs.append(model(pipeline(xb)).float().cpu())
+    outs = [views[0].cpu() for views in _batch_logits(model, data.images, pipeline, batch_size, engine)]
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def evaluate_split(model: torch.nn.Module, data: DeviceData, pipeline: BatchPipeline, batch_size: int, engine: Engine, weight: torch.Tensor | None = None) -> dict[str, float]:
+def evaluate_split(model: torch.nn.Module, data: DeviceData, pipeline: BatchPipeline, batch_size: int, engine: Engine,
+                   weight: torch.Tensor | None = None) -> dict[str, float]:
     """Mean cross-entropy and accuracy of ``model`` on a split."""
     logits = predict_logits(model, data, pipeline, batch_size, engine)
     labels = data.labels.cpu()
@@ -127,16 +138,9 @@ def predict_log_probs(model: torch.nn.Module, images: torch.Tensor, pipeline: Ba
                       engine: Engine, tta_kind: str | None = None) -> np.ndarray:
     """Log-probabilities (N, K) float32 of uint8 images; with ``tta_kind``, of the mean probability
     over the test-time views of ``robustness.tta_views``."""
-    model.eval()
     outs = []
-    for start in range(0, len(images), batch_size):
-        xb = images[start:start + batch_size].to(engine.device)
-        views = tta_views(xb, tta_kind) if tta_kind else [xb]
-        lps = []
-        for view in views:
-            with engine.autocast():
-                logits = model(pipeline(view))
-            lps.append(torch.log_softmax(logits.float(), dim=1))
+    for views in _batch_logits(model, images, pipeline, batch_size, engine, tta_kind):
+        lps = [torch.log_softmax(logits, dim=1) for logits in views]
         # log of the mean probability over the views, computed in log space (no underflow).
         lp = lps[0] if len(lps) == 1 else torch.logsumexp(torch.stack(lps), 0) - math.log(len(lps))
         outs.append(lp.cpu())
@@ -167,7 +171,8 @@ def _savez(path: Path, pred: PredictionSet) -> None:
         np.savez_compressed(f, log_probs=pred.log_probs.astype(np.float32), labels=pred.labels.astype(np.int64))
 
 
-def _one_variant(loaded: LoadedRun, subset: ImageSet, variant: Variant, tta: bool, ctx: dict[str, Any]) -> tuple[dict[str, Any], PredictionSet]:
+def _one_variant(loaded: LoadedRun, subset: ImageSet, variant: Variant, tta: bool,
+                 ctx: dict[str, Any]) -> tuple[dict[str, Any], PredictionSet]:
     pre = loaded.spec["preprocess"]
     meta = {"format": RESULT_FORMAT, "variant": variant.name, "value": resolved_value(variant, subset.images.shape[-1]),
             "seed": ctx["seed"], "tta": tta, "resamples": ctx["resamples"], "weights": _weights_stamp(loaded.run)}

@@ -192,7 +192,8 @@ def integrated_gradients(model: nn.Module, inputs: torch.Tensor, target: Any = N
     ``baseline`` is the "absence of signal" image in normalized space (None = zeros, i.e. the mean
     image; the CLI passes black). Scaled by each map's 99th percentile so one pixel cannot wash out the rest.
     """
-    return explain_batch(model, inputs, target, None, methods=("integrated_gradients",), baseline=baseline, steps=steps)["integrated_gradients"]
+    out = explain_batch(model, inputs, target, None, methods=("integrated_gradients",), baseline=baseline, steps=steps)
+    return out["integrated_gradients"]
 
 
 def explain_batch(model: nn.Module, inputs: torch.Tensor, target: Any = None, layer: Any = None,

@@ -41,7 +41,7 @@ def load_images(loaded: LoadedRun, sources: Sequence[str], ds: Any = None) -> tu
             names.append(src)
             labels.append(int(split.labels[i]))
         else:
-            arrays.append(predictor.to_uint8(src))  # type: ignore[union-attr]
+            arrays.append(predictor.to_uint8(src))
             names.append(Path(src).name)
             labels.append(None)
     return torch.from_numpy(np.stack(arrays)), names, labels
@@ -138,6 +138,6 @@ def errors_figures(loaded: LoadedRun, images: torch.Tensor, log_probs: np.ndarra
             tiles.append(images[members[j]].numpy() if j < len(members) else None)
             tile_titles.append(f"{cls[t]} -> {cls[p]} ({count}x)" if j == 0 else (f"#{members[j]}" if j < len(members) else ""))
     pair_png = plots.image_grid_png(tiles, tile_titles, cols=per_pair, cell=1.4, title="most confused pairs (true -> predicted)")
-    info = {"top_losses": [{"index": int(i), "true": cls[labels[i]], "predicted": cls[preds[i]], "loss": round(float(l), 6)}
-                           for i, l in zip(idx, losses)], "confused_pairs": pair_info}
+    info = {"top_losses": [{"index": int(i), "true": cls[labels[i]], "predicted": cls[preds[i]], "loss": round(float(loss), 6)}
+                           for i, loss in zip(idx, losses)], "confused_pairs": pair_info}
     return top_png, pair_png, info

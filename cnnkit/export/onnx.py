@@ -5,11 +5,11 @@ returns logits, exactly like ``model(x)``; normalization stays outside (a few te
 same preprocessing code feeds both backends. An export is only returned once ONNX Runtime and
 eager PyTorch agree on real test images of the run's own data: same argmax on every image and a
 maximum absolute logit difference within ``atol``. A passed export is cached beside the weights
-(``export/model.onnx`` + ``export/onnx.json``) and reused while the weights are unchanged.
+(``export/model.onnx`` + ``export/onnx.json``) and reused while the weights are unchanged
+(cnnkit.export.report).
 """
 from __future__ import annotations
 
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from cnnkit.errors import CnnkitError
-from cnnkit.io import file_digest, write_atomic, write_json
+from cnnkit.io import write_atomic
 from cnnkit.runs import LoadedRun
 
 # The exporter's native opset (converting its graph down to 17 fails on Reduce* axes inputs).
@@ -27,10 +27,6 @@ MIN_OPSET = 17
 ATOL = 1e-4
 CHECK_IMAGES = 256
 ONNX_FILE, REPORT_FILE = "export/model.onnx", "export/onnx.json"
-
-
-def _sha256(path: Path) -> str:
-    return file_digest(path, "sha256")
 
 
 def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
@@ -58,11 +54,11 @@ def check_images(loaded: LoadedRun, data_dir: str | None = None, n: int = CHECK_
     try:
         ds = run_dataset(loaded, data_dir=data_dir)
     except CnnkitError as exc:
-        raise CnnkitError(f"cannot load the test images of {loaded.ref} to check its ONNX export ({exc}); "
-                          "pass the data root (--data-dir) or serve with --backend torch") from None
+        raise CnnkitError(f"cannot load the test images of {loaded.ref} to check its export ({exc}); "
+                          "pass the data root (--data-dir), or serve with --backend torch") from None
     split = ds.test if ds.test is not None and len(ds.test) else ds.val
     if split is None or not len(split):
-        raise CnnkitError(f"{ds.name} has no test or validation images to check the ONNX export of {loaded.ref}")
+        raise CnnkitError(f"{ds.name} has no test or validation images to check the export of {loaded.ref}")
     return split.images[:n]
 
 
@@ -119,22 +115,8 @@ def onnx_for_run(loaded: LoadedRun, data_dir: str | None = None) -> tuple[Path, 
     """A checked ONNX file for ``loaded``: the cached one if its weights are unchanged, else a new one.
 
     The export goes into the run folder when it is writable (so a container with the run baked in
-    reuses it), else into a temporary directory.
+    reuses it), else into a temporary directory; its report is ``export/onnx.json``.
     """
-    weights = _sha256(loaded.run.file("model.safetensors"))
-    cached, report = loaded.run.file(ONNX_FILE), loaded.run.read(REPORT_FILE) or {}
-    if cached.is_file() and report.get("passed") and report.get("weights_sha256") == weights \
-            and report.get("onnx_sha256") == _sha256(cached):
-        return cached, {**report, "cached": True}
-    target = cached
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=target.parent)
-        probe.close()
-    except OSError:
-        target = Path(tempfile.mkdtemp(prefix="cnnkit-onnx-")) / "model.onnx"
-    report = export_onnx(loaded, target, check_images(loaded, data_dir))
-    report.update(weights_sha256=weights, onnx_sha256=_sha256(target), cached=False)
-    if target == cached:
-        write_json(loaded.run.file(REPORT_FILE), {k: v for k, v in report.items() if k != "cached"})
-    return target, report
+    from cnnkit.export.report import checked_export
+
+    return checked_export(loaded, "onnx", ONNX_FILE, lambda target: export_onnx(loaded, target, check_images(loaded, data_dir)))

@@ -21,7 +21,7 @@ ModelBuilder = Callable[..., nn.Module]
 # first imported by _load_families(); read-only afterwards.
 MODELS: Registry[ModelBuilder] = Registry("model")
 
-_FAMILIES = ("cnn", "lenet", "alexnet", "vgg", "googlenet", "resnet")
+_FAMILIES = ("cnn", "lenet", "alexnet", "vgg", "googlenet", "resnet", "efficientnet", "airbench")
 _EXTERNAL_PREFIXES = ("tv:", "timm:")
 
 
@@ -49,14 +49,25 @@ def build_model(
         from cnnkit.models import pretrained as external
 
         return external.build_external(name, num_classes, in_channels, image_size, pretrained, **kwargs)
-    if pretrained:
-        from cnnkit.errors import CnnkitError
-
-        raise CnnkitError(f"--pretrained needs a tv:NAME or timm:NAME model, not {name!r}")
     _load_families()
     builder = MODELS.get(name)
+    loader = getattr(builder, "load_pretrained", None)  # set by families that ship weights
+    if pretrained and loader is None:
+        from cnnkit.errors import CnnkitError
+
+        with_weights = ", ".join(n for n in MODELS.names() if hasattr(MODELS.get(n), "load_pretrained"))
+        raise CnnkitError(f"--pretrained needs {with_weights}, or a tv:NAME or timm:NAME model, not {name!r}")
     _check_options(name, builder, kwargs)
-    return builder(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
+    model = builder(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs)
+    return loader(model) if pretrained else model
+
+
+def pretrained_input(name: str) -> dict[str, Any] | None:
+    """For registered models that ship weights: the input size and mean/std those weights expect."""
+    if name.startswith(_EXTERNAL_PREFIXES):
+        return None
+    _load_families()
+    return getattr(MODELS.get(name), "pretrained_input", None) if name in MODELS else None
 
 
 def describe(name: str) -> str:

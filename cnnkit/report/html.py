@@ -212,7 +212,8 @@ def filters_section(ctx: Context) -> str:
 
 
 def data_section(ctx: Context) -> str:
-    from cnnkit.data.checks import diagnose, format_report
+    from cnnkit.data.check_text import format_report
+    from cnnkit.data.checks import diagnose
 
     report = diagnose(ctx.ds)
     flags = "".join(f"<li class='neg'>{esc(p)}</li>" for p in report.problems)

@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,19 +39,47 @@ from cnnkit.serve.schemas import (
     PredictResponse,
     error_responses,
 )
-from cnnkit.serve.settings import ModelSpec, ServeSettings
+from cnnkit.serve.settings import ADMIN_ENV, ModelSpec, Preprocess, ServeSettings
 
 log = logging.getLogger("cnnkit.serve")
 T = TypeVar("T")
-Mode = Literal["auto", "digits", "plain"]
-ADMIN_ENV = "CNNKIT_ADMIN_TOKEN"
-IMAGE_ERRORS = error_responses(400, 404, 413, 415, 422, 503, 504)
-V2_ERRORS = error_responses(400, 404, 413, 415, 422, 503, 504)
+# What a request that carries images may be answered with (/predict, /explain, v2 infer).
+REQUEST_ERRORS = error_responses(400, 404, 413, 415, 422, 503, 504)
 
 TOP_K = Query(5, ge=1, le=1000, description="how many classes to return per image")
 PREPROCESS = Query("auto", description="auto: the run's default (digit photo preprocessing for digit runs); "
                                        "digits: force it; plain: only resize as trained")
 INCLUDE_INPUT = Query(False, description="also return the image the model saw (PNG data URL)")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which model a per-model route addresses; ``version`` is the raw path segment, parsed in
+    the handler so that a bad query parameter is still answered with 422 first, as before."""
+
+    name: str | None
+    version: str | None
+
+
+def _default_model() -> Target:
+    return Target(None, None)
+
+
+def _named_model(name: str) -> Target:
+    return Target(name, None)
+
+
+def _model_version(name: str, version: str) -> Target:
+    return Target(name, version)
+
+
+# Each per-model route is served under these prefixes: (prefix, path-parameter dependency, what).
+TARGETS: tuple[tuple[str, Callable[..., Target], str], ...] = (
+    ("", _default_model, "the default model"),
+    ("/models/{name}", _named_model, "a model's current version"),
+    ("/models/{name}/versions/{version}", _model_version, "one version"),
+)
+V2_TARGETS = TARGETS[1:]  # v2 always names the model
 
 
 def _version(raw: str | None) -> int | None:
@@ -199,32 +227,24 @@ def _page_routes(app: FastAPI) -> None:
 
 def _predict_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings) -> None:
     limits = settings.limits
+    doc = dict(tags=["predict"], response_model=None, openapi_extra={"requestBody": IMAGE_BODY},
+               responses={200: {"model": PredictResponse}, **REQUEST_ERRORS},
+               description="Top classes for one or many images: multipart fields named ``file`` (repeatable), "
+                           "JSON ``{\"images\": [base64, ...]}`` or a raw image body. One result per image, in order.")
 
-    async def run_predict(request: Request, name: str | None, version: str | None, top_k: int, mode: Mode,
-                          include_input: bool) -> JSONResponse:
-        model = registry.get(name, _version(version))
-        work = service.predict(model, read_images(request, limits), top_k, mode, limits, include_input)
-        return JSONResponse(await _timed(work, limits.timeout_s))
+    def handler(where: Callable[..., Target]) -> Callable[..., Awaitable[JSONResponse]]:
+        located = Depends(where)
 
-    predict_doc = dict(tags=["predict"], response_model=None, openapi_extra={"requestBody": IMAGE_BODY},
-                       responses={200: {"model": PredictResponse}, **IMAGE_ERRORS})
+        async def predict(request: Request, at: Target = located, top_k: int = TOP_K,
+                          preprocess: Preprocess = PREPROCESS, include_input: bool = INCLUDE_INPUT) -> JSONResponse:
+            model = registry.get(at.name, _version(at.version))
+            work = service.predict(model, read_images(request, limits), top_k, preprocess, limits, include_input)
+            return JSONResponse(await _timed(work, limits.timeout_s))
 
-    @app.post("/predict", summary="Predict with the default model", **predict_doc)
-    async def predict(request: Request, top_k: int = TOP_K, preprocess: Mode = PREPROCESS,
-                      include_input: bool = INCLUDE_INPUT) -> JSONResponse:
-        """Top classes for one or many images: multipart fields named ``file`` (repeatable), JSON
-        ``{"images": [base64, ...]}`` or a raw image body. One result per image, in order."""
-        return await run_predict(request, None, None, top_k, preprocess, include_input)
+        return predict
 
-    @app.post("/models/{name}/predict", summary="Predict with a model's current version", **predict_doc)
-    async def predict_named(request: Request, name: str, top_k: int = TOP_K, preprocess: Mode = PREPROCESS,
-                            include_input: bool = INCLUDE_INPUT) -> JSONResponse:
-        return await run_predict(request, name, None, top_k, preprocess, include_input)
-
-    @app.post("/models/{name}/versions/{version}/predict", summary="Predict with one version", **predict_doc)
-    async def predict_versioned(request: Request, name: str, version: str, top_k: int = TOP_K,
-                                preprocess: Mode = PREPROCESS, include_input: bool = INCLUDE_INPUT) -> JSONResponse:
-        return await run_predict(request, name, version, top_k, preprocess, include_input)
+    for prefix, where, what in TARGETS:
+        app.post(f"{prefix}/predict", summary=f"Predict with {what}", **doc)(handler(where))
 
     @app.get("/models", tags=["models"], response_model=ModelsResponse)
     async def models() -> dict[str, Any]:
@@ -235,32 +255,24 @@ def _predict_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettin
 
 def _explain_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings) -> None:
     limits = settings.limits
-
-    async def run_explain(request: Request, name: str | None, version: str | None, top_k: int,
-                          target: int | None, mode: Mode) -> JSONResponse:
-        model = registry.get(name, _version(version))
-        work = service.explain(model, read_images(request, limits), top_k, target, mode, limits)
-        return JSONResponse(await _timed(work, limits.timeout_s))
-
-    explain_doc = dict(tags=["explain"], response_model=None, openapi_extra={"requestBody": IMAGE_BODY},
-                       responses={200: {"model": ExplainResponse}, **IMAGE_ERRORS})
+    doc = dict(tags=["explain"], response_model=None, openapi_extra={"requestBody": IMAGE_BODY},
+               responses={200: {"model": ExplainResponse}, **REQUEST_ERRORS},
+               description="Where the model looked: Grad-CAM of the last conv layer for each image, with predictions.")
     target_q = Query(None, ge=0, description="class to explain (default: each image's top class)")
 
-    @app.post("/explain", summary="Grad-CAM with the default model", **explain_doc)
-    async def explain(request: Request, top_k: int = TOP_K, target: int | None = target_q,
-                      preprocess: Mode = PREPROCESS) -> JSONResponse:
-        """Where the model looked: Grad-CAM of the last conv layer for each image, with predictions."""
-        return await run_explain(request, None, None, top_k, target, preprocess)
+    def handler(where: Callable[..., Target]) -> Callable[..., Awaitable[JSONResponse]]:
+        located = Depends(where)
 
-    @app.post("/models/{name}/explain", summary="Grad-CAM with a model's current version", **explain_doc)
-    async def explain_named(request: Request, name: str, top_k: int = TOP_K, target: int | None = target_q,
-                            preprocess: Mode = PREPROCESS) -> JSONResponse:
-        return await run_explain(request, name, None, top_k, target, preprocess)
+        async def explain(request: Request, at: Target = located, top_k: int = TOP_K,
+                          target: int | None = target_q, preprocess: Preprocess = PREPROCESS) -> JSONResponse:
+            model = registry.get(at.name, _version(at.version))
+            work = service.explain(model, read_images(request, limits), top_k, target, preprocess, limits)
+            return JSONResponse(await _timed(work, limits.timeout_s))
 
-    @app.post("/models/{name}/versions/{version}/explain", summary="Grad-CAM with one version", **explain_doc)
-    async def explain_versioned(request: Request, name: str, version: str, top_k: int = TOP_K,
-                                target: int | None = target_q, preprocess: Mode = PREPROCESS) -> JSONResponse:
-        return await run_explain(request, name, version, top_k, target, preprocess)
+        return explain
+
+    for prefix, where, what in TARGETS:
+        app.post(f"{prefix}/explain", summary=f"Grad-CAM with {what}", **doc)(handler(where))
 
 
 def _v2_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings) -> None:
@@ -280,7 +292,7 @@ def _v2_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings) -
         return await _timed(work(), limits.timeout_s)
 
     infer_doc = dict(tags=["kserve-v2"], openapi_extra={"requestBody": INFER_BODY}, response_model=None,
-                     responses={200: {"content": {"application/json": {}, "application/octet-stream": {}}}, **V2_ERRORS})
+                     responses={200: {"content": {"application/json": {}, "application/octet-stream": {}}}, **REQUEST_ERRORS})
 
     @app.get("/v2", tags=["kserve-v2"])
     async def server_metadata() -> dict[str, Any]:
@@ -296,36 +308,31 @@ def _v2_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings) -
             return JSONResponse({"ready": False}, status_code=503)
         return {"ready": True}
 
-    @app.get("/v2/models/{name}", tags=["kserve-v2"], responses=error_responses(404))
-    async def model_metadata(name: str) -> dict[str, Any]:
-        return metadata(registry.get(name))
+    def per_model(where: Callable[..., Target]) -> dict[str, Callable[..., Awaitable[Any]]]:
+        located = Depends(where)
 
-    @app.get("/v2/models/{name}/versions/{version}", tags=["kserve-v2"], responses=error_responses(404))
-    async def version_metadata(name: str, version: str) -> dict[str, Any]:
-        return metadata(registry.get(name, _version(version)))
+        async def model_metadata(at: Target = located) -> dict[str, Any]:
+            return metadata(registry.get(at.name, _version(at.version)))
 
-    @app.get("/v2/models/{name}/ready", tags=["kserve-v2"], responses=error_responses(404))
-    async def model_ready(name: str) -> dict[str, Any]:
-        registry.get(name)
-        return {"name": name, "ready": True}
+        async def model_ready(at: Target = located) -> dict[str, Any]:
+            registry.get(at.name, _version(at.version))
+            return {"name": at.name, "ready": True}
 
-    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["kserve-v2"], responses=error_responses(404))
-    async def version_ready(name: str, version: str) -> dict[str, Any]:
-        registry.get(name, _version(version))
-        return {"name": name, "ready": True}
+        async def model_infer(request: Request, at: Target = located) -> Response:
+            """KServe v2 inference; UINT8/FP32 tensors (N, C, S, S) or BYTES encoded images (N)."""
+            return await infer(request, registry.get(at.name, _version(at.version)))
 
-    @app.post("/v2/models/{name}/infer", **infer_doc)
-    async def model_infer(request: Request, name: str) -> Response:
-        """KServe v2 inference; UINT8/FP32 tensors (N, C, S, S) or BYTES encoded images (N)."""
-        return await infer(request, registry.get(name))
+        return {"metadata": model_metadata, "ready": model_ready, "infer": model_infer}
 
-    @app.post("/v2/models/{name}/versions/{version}/infer", **infer_doc)
-    async def version_infer(request: Request, name: str, version: str) -> Response:
-        return await infer(request, registry.get(name, _version(version)))
+    for prefix, where, _ in V2_TARGETS:
+        routes = per_model(where)
+        app.get(f"/v2{prefix}", tags=["kserve-v2"], responses=error_responses(404))(routes["metadata"])
+        app.get(f"/v2{prefix}/ready", tags=["kserve-v2"], responses=error_responses(404))(routes["ready"])
+        app.post(f"/v2{prefix}/infer", **infer_doc)(routes["infer"])
 
 
 def _admin_routes(app: FastAPI, registry: ModelRegistry, shared: SharedState | None) -> None:
-    token = os.environ.get(ADMIN_ENV) or None
+    token = registry.settings.admin_token or None
 
     def authorize(request: Request) -> None:
         if token is None:

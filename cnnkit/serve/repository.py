@@ -140,7 +140,7 @@ class ModelRegistry:
         if not versions:
             known = ", ".join(sorted(self._models)) or "none"
             raise ApiError(404, "unknown_model", f"no model named {name!r} is served (models: {known})")
-        chosen = self._current[name] if version is None else version  # type: ignore[index]
+        chosen = self._current[name] if version is None else version
         if chosen not in versions:
             have = ", ".join(str(v) for v in sorted(versions))
             raise ApiError(404, "unknown_version", f"model {name!r} has no version {chosen} (versions: {have})")

@@ -45,18 +45,16 @@ def resolve_models(refs: Sequence[str], runs_dir: str | None) -> tuple[ModelSpec
 
 
 def export_models(settings: ServeSettings, log: Any = print) -> ServeSettings:
-    """For --backend onnx: export and check each model once, before the workers start."""
-    if settings.backend != "onnx":
+    """For --backend onnx / onnx-int8: export and check each model once, before the workers start."""
+    if settings.backend == "torch":
         return settings
-    from cnnkit.export.onnx import onnx_for_run
+    from cnnkit.export.formats import describe_check, serving_export
     from cnnkit.runs import load
 
     specs = []
     for spec in settings.models:
-        path, report = onnx_for_run(load(spec.ref, settings.runs_dir, "cpu"), settings.data_dir)
-        state = "reused checked export" if report.get("cached") else "exported and checked"
-        log(f"cnnkit serve: {spec.name}:v{spec.version} ONNX opset {report['opset']}: {state} on {report['images']} "
-            f"test images (max |diff| {report['max_abs_diff']:.1e}, argmax agreement {report['argmax_agreement']:.0%})")
+        path, report = serving_export(load(spec.ref, settings.runs_dir, "cpu"), settings.backend, settings.data_dir)
+        log(f"cnnkit serve: {spec.name}:v{spec.version} {describe_check(report)}")
         specs.append(replace(spec, onnx_path=str(path)))
     return replace(settings, models=tuple(specs))
 

@@ -11,17 +11,17 @@ import base64
 import io
 import threading
 from collections.abc import Awaitable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from cnnkit.data.imageio import ImageTooLarge
 from cnnkit.errors import CnnkitError
 from cnnkit.serve import protocol_v2 as v2
 from cnnkit.serve.limits import ApiError, decompress
 from cnnkit.serve.repository import ServedModel
-from cnnkit.serve.settings import Limits
+from cnnkit.serve.settings import Limits, Preprocess
 
-Preprocess = Literal["auto", "digits", "plain"]
 # Below this many bytes in total, decoding inline beats a thread hop (a 28x28 PNG is ~300 bytes).
 INLINE_BYTES = 16 * 1024
 # Grad-CAM needs gradients: one at a time per process, so it cannot starve the predictions.
@@ -40,7 +40,7 @@ def prepare(model: ServedModel, blobs: Sequence[bytes], mode: Preprocess, limits
             out.append(model.predictor.prepare(blob, _digits(mode), max_pixels=limits.max_pixels))
         except CnnkitError as exc:
             reason = getattr(exc, "reason", str(exc))
-            status = 413 if "over the limit" in reason or "decompression bomb" in reason else 422
+            status = 413 if isinstance(exc, ImageTooLarge) else 422  # the decoder says which, not the wording
             raise ApiError(status, "bad_image", f"image {i}: {reason}") from None
     return out
 

@@ -7,8 +7,12 @@ from typing import Any, Literal
 
 from cnnkit.errors import CnnkitError
 
-Backend = Literal["torch", "onnx"]
-BACKENDS = ("torch", "onnx")
+Backend = Literal["torch", "onnx", "onnx-int8"]
+BACKENDS = ("torch", "onnx", "onnx-int8")
+# How /predict and /explain preprocess: the run's default, force the digit photo steps, or none.
+Preprocess = Literal["auto", "digits", "plain"]
+# Read by the CLI (the env edge) into ServeSettings.admin_token; the app never reads the environment.
+ADMIN_ENV = "CNNKIT_ADMIN_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class ModelSpec:
     name: str
     version: int
     ref: str  # a path to the run version folder, resolved before workers start
-    onnx_path: str | None = None  # checked export, when the backend is onnx
+    onnx_path: str | None = None  # checked export, when the backend is onnx or onnx-int8
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class ServeSettings:
     state_file: str | None = None  # shared by workers so an admin load reaches all of them
     data_dir: str | None = None  # for checking ONNX exports of versions loaded while serving
     runs_dir: str | None = None
+    admin_token: str | None = field(default=None, repr=False)  # None: the admin API is off
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

@@ -20,11 +20,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cnnkit.config import TrainConfig
 from cnnkit.data.dataset import ImageSet
-from cnnkit.data.loaders import DeviceData, epoch_generator, steps_per_epoch, train_batches
-from cnnkit.data.transforms import BatchPipeline
+from cnnkit.data.loaders import DeviceData, epoch_generator, steps_per_epoch, train_index_batches
+from cnnkit.data.transforms import BatchPipeline, alternating_flip_bits, alternating_flips
 from cnnkit.engine import Engine
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluation.evaluate import evaluate_split
+from cnnkit.training import whitening
+from cnnkit.training.groups import decouple_weight_decay, scale_norm_lr
+from cnnkit.training.lookahead import Lookahead
 
 # A callback sees each finished epoch's metrics; returning True stops training (e.g. a pruner).
 Callback = Callable[[int, dict[str, float]], bool | None]
@@ -78,8 +81,18 @@ def _step(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
     return cfg.step_gamma ** (step // (per_epoch * cfg.step_epochs))
 
 
+def _triangle(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
+    """airbench's: linear from 0.2 of the peak up to it over the first 23%, then linear down to 0.07
+    (a high lr to the very end of a ~10-epoch run, where lookahead does the annealing's averaging)."""
+    rise = max(1, int(0.23 * total))
+    if step < rise:
+        return 0.2 + 0.8 * step / rise
+    return 1.0 - 0.93 * min(1.0, (step - rise) / max(1, total - rise))
+
+
 SCHEDULES: dict[str, Callable[[int, int, int, TrainConfig], float]] = {
     "onecycle": _onecycle,
+    "triangle": _triangle,
     "cosine": _cosine,
     "step": _step,
     "none": lambda step, total, warmup, cfg: 1.0,
@@ -119,6 +132,7 @@ class _State:
     history: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=dict)  # {"epoch", "value", "weights"}
     bad_epochs: int = 0
+    lookahead: Lookahead | None = None
 
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
@@ -130,6 +144,7 @@ class _State:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
             "history": [dict(h) for h in self.history],
             "best": dict(self.best),
             "bad_epochs": self.bad_epochs,
@@ -143,6 +158,8 @@ class _State:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.ema is not None and ckpt.get("ema") is not None:
             self.ema.load_state_dict(ckpt["ema"])
+        if self.lookahead is not None and ckpt.get("lookahead") is not None:
+            self.lookahead.load_state_dict(ckpt["lookahead"])
         self.history, self.best, self.bad_epochs = list(ckpt["history"]), dict(ckpt["best"]), int(ckpt["bad_epochs"])
         torch.set_rng_state(ckpt["torch_rng"])
         if ckpt.get("cuda_rng") and torch.cuda.is_available():
@@ -174,8 +191,11 @@ def train_one_epoch(
     total = steps_per_epoch(len(data), cfg.batch_size, engine.world)
     sums = torch.zeros(3, dtype=torch.float64, device=engine.device)  # loss*n, correct, n
     bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not (cfg.progress and engine.is_main))
-    for step, (xb, yb) in enumerate(train_batches(data, cfg.batch_size, gen, engine.rank, engine.world)):
-        x = pipeline(xb, gen)
+    alternate = pipeline.policy.hflip and pipeline.policy.flip_mode == "alternate"
+    bits = alternating_flip_bits(len(data), cfg.seed) if alternate else None
+    for step, idx in enumerate(train_index_batches(data, cfg.batch_size, gen, engine.rank, engine.world)):
+        xb, yb = data.images[idx], data.labels[idx]
+        x = pipeline(xb, gen, alternating_flips(bits, idx, epoch) if bits is not None else None)
         with engine.autocast():
             logits = net(x)
             loss = loss_fn(logits.float(), yb)
@@ -187,8 +207,11 @@ def train_one_epoch(
         st.scheduler.step()
         if st.ema is not None:
             st.ema.update_parameters(st.model)
+        if st.lookahead is not None:
+            st.lookahead.step(st.model)
         with torch.no_grad():
-            sums += torch.stack([loss.detach().double() * len(yb), (logits.argmax(1) == yb).sum().double(), torch.tensor(len(yb), dtype=torch.float64, device=sums.device)])
+            count = torch.tensor(len(yb), dtype=torch.float64, device=sums.device)
+            sums += torch.stack([loss.detach().double() * len(yb), (logits.argmax(1) == yb).sum().double(), count])
         bar.update(1)
         if step % 25 == 0:
             bar.set_postfix(loss=f"{sums[0].item() / max(1, sums[2].item()):.4f}", acc=f"{sums[1].item() / max(1, sums[2].item()):.4f}")
@@ -222,9 +245,13 @@ def _end_of_epoch(cfg: TrainConfig, st: _State, epoch: int, metrics: dict[str, f
 
 def _make_state(model: nn.Module, cfg: TrainConfig, per_epoch: int) -> _State:
     lr = peak_lr(cfg)
-    optimizer = OPTIMIZERS[cfg.optimizer](_param_groups(model, cfg.weight_decay), cfg, lr)
+    groups = scale_norm_lr(_param_groups(model, cfg.weight_decay), model, lr, cfg.norm_lr_mult)
+    if cfg.decoupled_wd:
+        groups = decouple_weight_decay(groups, lr, cfg.batch_size)
+    optimizer = OPTIMIZERS[cfg.optimizer](groups, cfg, lr)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
-    return _State(model, optimizer, make_scheduler(optimizer, cfg, per_epoch), ema)
+    lookahead = Lookahead(model, cfg.epochs * per_epoch) if cfg.lookahead else None
+    return _State(model, optimizer, make_scheduler(optimizer, cfg, per_epoch), ema, lookahead=lookahead)
 
 
 def _wrap(model: nn.Module, cfg: TrainConfig, engine: Engine) -> nn.Module:
@@ -266,13 +293,19 @@ def fit(
         raise CnnkitError(f"{len(train_data)} training images is fewer than one batch of {cfg.batch_size}; lower --batch-size")
     weight = auto_class_weights(train_set.labels, num_classes).to(engine.device) if cfg.class_weights == "auto" else None
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    # Before the optimizer is built: the whitened weights are frozen, so they get no param group.
+    whitened = whitening.maybe_whiten(model, cfg.whiten, train_set.images, pipelines[1])
     st = _make_state(model, cfg, per_epoch)
     start = st.load_checkpoint(resume) + 1 if resume is not None else 0
     net = _wrap(model, cfg, engine)
     stopped = False
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
+        if whitened is not None and engine.world == 1:  # DDP fixes the trained parameters when it wraps
+            whitening.set_whitening_bias_trainable(whitened, epoch, cfg.whiten_bias_epochs)
         train_loss, train_acc = train_one_epoch(net, st, train_data, pipelines[0], loss_fn, cfg, engine, epoch)
+        if st.lookahead is not None and epoch + 1 == cfg.epochs:
+            st.lookahead.finish(model)
         metrics = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc, "lr": st.scheduler.get_last_lr()[0]}
         if val_data is not None:
             val = evaluate_split(st.eval_model(), val_data, pipelines[1], cfg.eval_batch_size, engine, weight)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -27,8 +26,8 @@ from cnnkit.data.transforms import BatchPipeline, Normalization, pipelines_for
 from cnnkit.engine import Engine, init_distributed, make_engine, seed_everything
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluation.evaluate import evaluate_split
-from cnnkit.models import build_model, resolved_options
-from cnnkit.runs import RunDir, RunStore
+from cnnkit.models import build_model, pretrained_input, resolved_options
+from cnnkit.runs import RunDir, RunStore, slug
 from cnnkit.training.loop import Callback, FitResult, fit
 
 log = logging.getLogger(__name__)
@@ -43,13 +42,15 @@ class TrainOutcome:
 
 
 def default_name(cfg: Config, ds: Dataset) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{ds.name}-{cfg.model.name}").strip("-._") or "run"
+    return slug(f"{ds.name}-{cfg.model.name}", "run")
 
 
 def preprocessing(cfg: Config, ds: Dataset) -> dict[str, Any]:
     """How raw images become model inputs; stored with the run so predict needs no flags."""
     pretrained_rgb = cfg.model.pretrained and ds.channels == 3
-    norm = IMAGENET if pretrained_rgb else Normalization.from_images(ds.train.images)
+    shipped = pretrained_input(cfg.model.name) if pretrained_rgb else None  # e.g. EfficientNet-Lite's 0.5/0.5
+    norm = Normalization(tuple(shipped["mean"]), tuple(shipped["std"])) if shipped else IMAGENET
+    norm = norm if pretrained_rgb else Normalization.from_images(ds.train.images)
     return {
         "kind": ds.kind,
         "channels": ds.channels,
@@ -85,7 +86,8 @@ def environment(engine: Engine) -> dict[str, Any]:
             return None
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+                                timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return {
@@ -106,6 +108,9 @@ def _prepare(cfg: Config, engine: Engine, progress: bool) -> tuple[Dataset, torc
     """Load and check the data and build the model: all the refusals happen here."""
     from cnnkit.data.checks import require_usable
 
+    shipped = pretrained_input(cfg.model.name) if cfg.model.pretrained else None
+    if shipped and cfg.data.image_size is None:
+        cfg.data.image_size = shipped["size"]  # the size the weights were trained at, unless told otherwise
     ds = load_dataset(cfg.data, cfg.train.seed, progress and engine.is_main)
     require_usable(ds)
     pre = preprocessing(cfg, ds)
@@ -172,7 +177,7 @@ def _resumable(ref: str, runs_dir: str | None) -> tuple[RunDir, Config]:
 
 def _train_and_save(cfg: Config, engine: Engine, ds: Dataset, model: torch.nn.Module, pre: dict[str, Any],
                     run: RunDir | None, callbacks: Sequence[Callback], ckpt: dict[str, Any] | None) -> TrainOutcome:
-    pipes = pipelines_for(pre, cfg.data.augment, engine.channels_last)
+    pipes = pipelines_for(pre, cfg.data.augment, engine.channels_last, cfg.data.flip, cfg.data.pad)
 
     def checkpoint(state: dict[str, Any]) -> None:
         run.save_checkpoint(state)

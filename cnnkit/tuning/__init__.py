@@ -1,6 +1,8 @@
-"""Hyperparameter tuning with Optuna, split by job (the public entry points are in ``cnnkit.tuning.tune``).
+"""Hyperparameter tuning with Optuna, split by job (the entry points are in ``tune``).
 
-- ``space``: the search space (defaults per model family, the YAML format, validation, sampling)
+- ``space``: the search space (the YAML format, validation, sampling); ``defaults``: each model family's default space
+- ``names``: the sampler, pruner and metric names and the defaults (Optuna-free, for the CLI)
+- ``tune``: the entry points (``tune``, ``show``, ``best_config``, ``train_from_study``)
 - ``base``: the configuration a trial trains (study-wide part, machine-local part, overrides)
 - ``storage``: opening Optuna's storage (SQLite under the runs dir, or any SQLAlchemy URL)
 - ``study``: creating or joining a study, checking it matches; sampler and pruner tables

@@ -137,13 +137,6 @@ def largest(space: Space, name: str) -> Any:
     return max(values) if all(isinstance(v, (int, float)) for v in values) else None
 
 
-def flags_given(args: Any) -> dict[str, Any]:
-    """The config options this command gave (``--config FILE`` < flags), not the defaults."""
-    from cnnkit.config import overrides
-
-    return overrides(vars(args), getattr(args, "config", None))
-
-
 def model_options(name: str) -> dict[str, Any]:
     """The builder options of a registered model ({} for tv:/timm: models)."""
     from cnnkit.models import MODELS, model_names

@@ -15,10 +15,11 @@ from typing import Any
 
 from cnnkit.errors import CnnkitError
 from cnnkit.tuning.base import conflicts
+from cnnkit.tuning.names import METRIC_DIRECTIONS
 
 META_KEY = "cnnkit"
 # The metric each trial reports (every epoch, and at the end) and the way it should go.
-METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
+METRICS = METRIC_DIRECTIONS  # metric -> Optuna direction
 
 
 @dataclass
@@ -73,6 +74,7 @@ def _cmaes(seed: int | None) -> Any:
     return optuna.samplers.CmaEsSampler(seed=seed, independent_sampler=_tpe(seed), warn_independent_sampling=False)
 
 
+# Keyed by the names in cnnkit.tuning.names (tests/unit/test_tune_study.py keeps them in step).
 SAMPLERS: dict[str, Callable[[int | None], Any]] = {"tpe": _tpe, "random": _random, "cmaes": _cmaes}
 
 

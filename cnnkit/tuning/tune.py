@@ -10,7 +10,6 @@ spine named ``STUDY-tN``; ``show`` reports a study and saves its plots; ``best_c
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,16 @@ from typing import Any
 
 from cnnkit.config import Config, merge, runs_root
 from cnnkit.errors import CnnkitError
-
-DEFAULT_TRIALS = 20
-DEFAULT_HEARTBEAT_S = 20
+from cnnkit.tuning.names import (
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_METRIC,
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    DEFAULT_TRIALS,
+    METRICS,
+    PRUNERS,
+    SAMPLERS,
+)
 
 
 @dataclass
@@ -39,8 +45,6 @@ class TuneOptions:
     heartbeat: int = DEFAULT_HEARTBEAT_S
 
     def check(self) -> None:
-        from cnnkit.tuning.study import METRICS, PRUNERS, SAMPLERS
-
         minimums = (("--trials", self.trials, 1), ("--workers", self.workers, 1), ("--heartbeat", self.heartbeat, 1))
         for name, value, low in minimums:
             if value is not None and value < low:
@@ -62,12 +66,15 @@ def _require_optuna() -> None:
 
 def default_study_name(cfg: Config) -> str:
     label = f"{Path(cfg.data.name).name}-{cfg.model.name}"
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-._") or "study"
+    from cnnkit.runs import slug
+
+    return slug(label, "study")
 
 
 def _space_for(opts: TuneOptions, cfg: Config) -> Any:
     from cnnkit.tuning.base import model_options
-    from cnnkit.tuning.space import default_space, load_space_file
+    from cnnkit.tuning.defaults import default_space
+    from cnnkit.tuning.space import load_space_file
 
     default = default_space(cfg.model.name, cfg.train.epochs, model_options(cfg.model.name))
     return load_space_file(opts.space, default) if opts.space else default
@@ -142,8 +149,8 @@ def tune(opts: TuneOptions, explicit: dict[str, Any], seed_given: bool = False) 
     url = opts.storage or default_url(cfg.run.runs_dir)
     storage = open_storage(url)
     max_epochs = int(largest(space, "epochs") or cfg.train.epochs)  # Hyperband's maximum resource
-    meta_new = studies.StudyMeta(opts.metric or "val_accuracy", space.to_dict(), split(cfg.to_dict())[0],
-                                 opts.sampler or "tpe", opts.pruner or "hyperband", max_epochs)
+    meta_new = studies.StudyMeta(opts.metric or DEFAULT_METRIC, space.to_dict(), split(cfg.to_dict())[0],
+                                 opts.sampler or DEFAULT_SAMPLER, opts.pruner or DEFAULT_PRUNER, max_epochs)
     req = studies.Request(name, meta_new, opts.metric is not None, opts.space is not None, explicit)
     stored = studies.find(storage, req)
     if stored is not None:  # joining: the study's definition, this machine's local options
@@ -202,14 +209,10 @@ def best_config(name: str, storage: str | None, explicit: dict[str, Any]) -> tup
     return cfg, origin
 
 
-def train_from_study(args: Any) -> Any:
-    """``cnnkit train --from-study NAME``: the best trial's config as a new run, with ``study.json``."""
+def train_from_study(name: str, storage: str | None = None, explicit: dict[str, Any] | None = None) -> Any:
+    """``cnnkit train --from-study NAME``: the best trial's config (< ``explicit`` options) as a new run,
+    with ``study.json`` naming where it came from."""
     from cnnkit.training.run import train_run
-    from cnnkit.tuning.base import flags_given
 
-    if not args.from_study:
-        raise CnnkitError("--storage goes with --from-study")
-    if args.resume:
-        raise CnnkitError("--from-study starts a new run; it cannot be combined with --resume")
-    cfg, origin = best_config(args.from_study, args.storage, flags_given(args))
+    cfg, origin = best_config(name, storage, explicit or {})
     return train_run(cfg, on_created=lambda run: run.write("study.json", origin))

@@ -22,8 +22,8 @@ def cli(tmp_path: Path, data_dir: Path):
             raise AssertionError(f"cnnkit {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
         return proc
 
-    run.env = env  # type: ignore[attr-defined]
-    run.runs = tmp_path / "runs"  # type: ignore[attr-defined]
+    run.env = env
+    run.runs = tmp_path / "runs"
     return run
 
 

@@ -13,7 +13,7 @@ QUICK = ("--limit", "1500", "--epochs", "1", "--batch-size", "64", "--no-progres
 
 
 def _mnist_pngs(data_dir: Path, out: Path, n: int = 3) -> tuple[list[str], list[int]]:
-    from cnnkit.data.sources import load_builtin
+    from cnnkit.data.builtins import load_builtin
 
     ds = load_builtin("mnist", data_dir, download=False)
     paths = []

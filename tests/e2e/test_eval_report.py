@@ -35,8 +35,8 @@ def cli_runs(tmp_path_factory, data_dir: Path):
 
     run("train", "--model", "baseline-cnn", *QUICK)
     run("train", "--model", "cnn", "--model-kwargs", "width=8", *QUICK)
-    run.root = root  # type: ignore[attr-defined]
-    run.env = env  # type: ignore[attr-defined]
+    run.root = root
+    run.env = env
     return run
 
 

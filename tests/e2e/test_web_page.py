@@ -112,7 +112,7 @@ def test_draw_a_digit(page):
 
 
 def test_upload_a_file(page, served: str, data_dir: Path, tmp_path: Path):
-    from cnnkit.data.sources import load_builtin
+    from cnnkit.data.builtins import load_builtin
 
     test = load_builtin("mnist", data_dir, download=False).test
     # An MNIST digit as it would look on paper: dark ink on white, larger, off-centre.

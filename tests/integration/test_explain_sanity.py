@@ -82,8 +82,8 @@ def trained() -> tuple[nn.Module, tuple]:
 def _near_patch(top: torch.Tensor, left: torch.Tensor, margin: int = 2) -> np.ndarray:
     """Masks (N, H, W) of each patch grown by ``margin`` px (the conv layer is at half resolution)."""
     masks = np.zeros((len(top), SIZE, SIZE), bool)
-    for i, (t, l) in enumerate(zip(top.tolist(), left.tolist())):
-        masks[i, max(0, t - margin):t + PATCH + margin, max(0, l - margin):l + PATCH + margin] = True
+    for i, (t, x) in enumerate(zip(top.tolist(), left.tolist())):
+        masks[i, max(0, t - margin):t + PATCH + margin, max(0, x - margin):x + PATCH + margin] = True
     return masks
 
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnkit.data.checks import diagnose, format_report
+from cnnkit.data.builtins import load_builtin
+from cnnkit.data.check_text import format_report
+from cnnkit.data.checks import diagnose
 from cnnkit.data.dataset import Dataset
 from cnnkit.data.folders import load_image_folder
 from cnnkit.data.imageio import read_image
-from cnnkit.data.sources import load_builtin
 
 SIGN_COUNTS = [205, 206, 206, 206, 207, 207, 207, 206, 208, 204]
 BIG_FILES = {"7/IMG_5874.JPG", "7/IMG_5935.JPG", "7/IMG_5978.JPG"}

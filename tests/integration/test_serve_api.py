@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import shutil
 import socket
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image
 
-from cnnkit.serve.app import ADMIN_ENV, create_app  # noqa: E402
+from cnnkit.serve.app import create_app  # noqa: E402
 from cnnkit.serve.server import resolve_models  # noqa: E402
 from cnnkit.serve.settings import Limits, ServeSettings  # noqa: E402
 
@@ -44,7 +43,7 @@ def runs(tmp_path_factory, data_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def mnist(data_dir: Path):
-    from cnnkit.data.sources import load_builtin
+    from cnnkit.data.builtins import load_builtin
 
     return load_builtin("mnist", data_dir, download=False).test
 
@@ -246,12 +245,7 @@ def server(runs: Path):
     """uvicorn in a thread, admin API on; yields the base URL."""
     import uvicorn
 
-    old = os.environ.get(ADMIN_ENV)
-    os.environ[ADMIN_ENV] = TOKEN
-    try:
-        app = create_app(settings_for(runs, max_wait_ms=5.0))
-    finally:
-        os.environ.pop(ADMIN_ENV) if old is None else os.environ.__setitem__(ADMIN_ENV, old)
+    app = create_app(settings_for(runs, max_wait_ms=5.0, admin_token=TOKEN))
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)

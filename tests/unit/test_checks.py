@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from cnnkit.data.check_text import format_report
 from cnnkit.data.checks import (
     CheckReport,
     cheap_problems,
     class_weights,
     diagnose,
-    format_report,
     image_digests,
     require_usable,
 )
@@ -146,10 +146,10 @@ def test_report_is_json_ready_and_readable() -> None:
     assert data["counts"]["train"] == [3, 2] and data["duplicates"]["train"]["groups"] == 1 and data["ok"] is True
     text = format_report(report)
     lines = text.splitlines()
-    table = lines[lines.index(next(l for l in lines if l.startswith("class"))):][:4]
+    table = lines[lines.index(next(row for row in lines if row.startswith("class"))):][:4]
     assert table[0].split() == ["class", "train", "test", "total"]
     assert table[2].split() == ["a-long-name", "2", "1", "3"]
-    assert len({len(l) for l in table}) == 1  # aligned columns
+    assert len({len(row) for row in table}) == 1  # aligned columns
     assert "warnings:" in text and "train: 1 groups of pixel-identical images" in text
     assert "suggested class weights" in text and "a-long-name  1.200" in text
 

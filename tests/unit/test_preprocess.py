@@ -55,7 +55,7 @@ def test_position_and_size_do_not_matter(at, scale):
 
 
 def test_mnist_digits_are_left_nearly_alone(data_dir: Path):
-    from cnnkit.data.sources import load_builtin
+    from cnnkit.data.builtins import load_builtin
 
     test = load_builtin("mnist", data_dir, download=False).test
     for img in test.images[:50, 0].numpy():

@@ -105,7 +105,8 @@ def _one(tensor: dict) -> bytes:
     (_one({"name": "x", "datatype": "UINT8", "shape": [4], "parameters": {"binary_data_size": 4}}), None, "does not fit"),
     (_one({"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}) + b"xx", 55, "not claimed"),
     (_one({"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}), 10_000, "outside the body"),
-    (b'{"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}], "outputs": [{"name": "logits"}]}', None, "unknown output"),
+    (b'{"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}], "outputs": [{"name": "logits"}]}',
+     None, "unknown output"),
     (b'{"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}], "id": 5}', None, "'id'"),
     (b'{"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}], "parameters": null}', None, "'parameters'"),
 ])

@@ -21,7 +21,7 @@ def tiny_digits(data_dir: Path, root: Path, per_class: int = 50) -> Path:
     """
     from PIL import Image
 
-    from cnnkit.data.sources import load_builtin
+    from cnnkit.data.builtins import load_builtin
 
     ds = load_builtin("mnist", data_dir, download=False)
     counts = [0] * 10

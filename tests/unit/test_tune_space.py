@@ -10,7 +10,8 @@ from cnnkit.config import Config
 from cnnkit.errors import CnnkitError
 from cnnkit.models import model_names
 from cnnkit.tuning.base import apply, model_options, split, targets, validate_values
-from cnnkit.tuning.space import LR_RANGES, Space, default_space, load_space_file
+from cnnkit.tuning.defaults import LR_RANGES, default_space
+from cnnkit.tuning.space import Space, load_space_file
 
 
 def _space_file(tmp_path: Path, text: str) -> Path:

@@ -16,10 +16,12 @@ import pytest
 from cnnkit.config import Config
 from cnnkit.errors import CnnkitError
 from cnnkit.runs import RunStore
+from cnnkit.tuning import names
 from cnnkit.tuning import study as studies
 from cnnkit.tuning.base import model_options, split
+from cnnkit.tuning.defaults import default_space
 from cnnkit.tuning.objective import StaleTrialHandler
-from cnnkit.tuning.space import Space, default_space
+from cnnkit.tuning.space import Space
 from cnnkit.tuning.storage import default_url, open_storage
 
 
@@ -100,10 +102,24 @@ def test_a_study_not_made_by_cnnkit_is_refused(tmp_path: Path):
         studies._check_join(storage, storage.get_study_id_from_name("foreign2"), _request("foreign2"))
 
 
+def test_the_cli_choices_are_the_study_tables():
+    """The CLI offers cnnkit.tuning.names without importing Optuna; the study builds what it names."""
+    assert tuple(studies.SAMPLERS) == names.SAMPLERS
+    assert tuple(studies.PRUNERS) == names.PRUNERS
+    assert studies.METRICS == names.METRIC_DIRECTIONS
+    assert {names.DEFAULT_SAMPLER, names.DEFAULT_PRUNER, names.DEFAULT_METRIC} <= {*names.SAMPLERS, *names.PRUNERS,
+                                                                                  *names.METRICS}
+    from cnnkit.cli import build_parser
+
+    tune = build_parser()._subparsers._group_actions[0].choices["tune"]
+    choices = {a.dest: tuple(a.choices) for a in tune._actions if a.choices and a.dest in ("sampler", "pruner", "metric")}
+    assert choices == {"sampler": names.SAMPLERS, "pruner": names.PRUNERS, "metric": names.METRICS}
+
+
 def test_samplers_and_pruners_tables():
     for name in studies.SAMPLERS:
         assert isinstance(studies.make_sampler(name, 0), optuna.samplers.BaseSampler)
-    for name, pruner in studies.PRUNERS.items():
+    for pruner in studies.PRUNERS.values():
         assert isinstance(pruner(8), optuna.pruners.BasePruner)
     with pytest.raises(CnnkitError, match="at least 2 numeric"):
         studies.check_sampler("cmaes", 1)
@@ -126,7 +142,7 @@ def test_worker_samplers_are_seeded_by_the_command_not_by_start_order():
     from cnnkit.tuning.workers import Plan, sampler_for
 
     def plan(seed: int | None, before: int) -> Plan:
-        return Plan(None, "sqlite://", 20, "tpe", "hyperband", 8, seed, 1, None, None, before)  # type: ignore[arg-type]
+        return Plan(None, "sqlite://", 20, "tpe", "hyperband", 8, seed, 1, None, None, before)
 
     fresh = [_first_draws(sampler_for(plan(0, 0), i)) for i in (0, 1)]
     assert fresh == [_first_draws(sampler_for(plan(0, 0), i)) for i in (0, 1)]  # reproducible
