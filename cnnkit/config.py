@@ -57,6 +57,8 @@ class ModelConfig:
     name: str = opt("cnn", "registered model (cnnkit models), or tv:NAME / timm:NAME", "--model")
     pretrained: bool = opt(False, "load published weights for tv:/timm: models (from the local cache)")
     kwargs: dict = opt({}, "builder arguments, e.g. width=48 dropout=0.2", "--model-kwargs")
+    init: str | None = opt(None, "start from another run's weights: NAME[:vN], a run or Hub folder, or hf://OWNER/REPO "
+                           "(tensors whose name and shape match are copied; the head is new)", "--init")
 
 
 Optimizer = Literal["sgd", "adam", "adamw"]
@@ -77,6 +79,11 @@ class TrainConfig:
     step_gamma: float = opt(0.1, "step schedule: decay factor")
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
     class_weights: Literal["none", "auto"] = opt("none", "auto: weight the loss by inverse class frequency")
+    freeze: str = opt("auto", "fine-tuning: 'backbone' (all but the head), 'none', or N (the first N stages/blocks); "
+                      "auto: none (see the README's transfer table)")
+    unfreeze_at: int = opt(0, "from this epoch (1-based) on the whole network trains (0 = never)")
+    backbone_lr_mult: float | None = opt(None, "learning-rate factor for all but the head; default 1, "
+                                         "or 0.1 with --pretrained / --init")
     amp: Literal["auto", "bf16", "off"] = opt("auto", "bf16 autocast: auto = on for CUDA, off for CPU")
     channels_last: Literal["auto", "on", "off"] = opt("auto", "channels_last memory format: auto = on for CUDA and CPU")
     compile: bool = opt(False, "torch.compile the model")
@@ -103,6 +110,10 @@ class TrainConfig:
         _check_min("train.step_epochs", self.step_epochs, 1)
         _check_min("train.threads", self.threads, 1)
         _check_min("train.early_stopping", self.early_stopping, 0)
+        _check_min("train.unfreeze_at", self.unfreeze_at, 0)
+        if self.backbone_lr_mult is not None and not self.backbone_lr_mult > 0:
+            raise CnnkitError(f"train.backbone_lr_mult must be > 0; got {self.backbone_lr_mult}")
+        parse_freeze(self.freeze)
         if self.lr is not None and not self.lr > 0:
             raise CnnkitError(f"train.lr must be > 0; got {self.lr}")
         _check_range("train.label_smoothing", self.label_smoothing, 0.0, 0.99)
@@ -200,6 +211,16 @@ def coerce(value: Any, kind: Any, name: str) -> Any:
         if isinstance(value, dict):
             return dict(value)
     raise CnnkitError(f"{name} must be {_type_name(kind)}; got {value!r}")
+
+
+def parse_freeze(value: str) -> str | int:
+    """``--freeze``: ``backbone``, ``none``, ``auto`` or a stage count N >= 1."""
+    text = str(value).strip().lower()
+    if text in ("backbone", "none", "auto"):
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise CnnkitError(f"train.freeze must be backbone, none or a number of stages N >= 1; got {value!r}")
 
 
 def _check_min(name: str, value: float | None, low: float) -> None:

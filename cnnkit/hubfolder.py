@@ -180,6 +180,7 @@ def resolve(ref: str) -> HubRunDir | None:
     """The Hub folder ``ref`` names (hf://... or a folder path), or None when it names something else."""
     if ref.startswith(HF_PREFIX):
         return open_folder(download(ref), source=ref)
-    if is_hub_folder(ref):
-        return open_folder(ref)
+    p = Path(ref)
+    if (p / CONFIG_FILE).is_file() and not (p / "model.json").is_file():
+        return open_folder(p)  # a Hub folder, or one line saying why it is not one
     return None

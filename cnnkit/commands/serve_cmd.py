@@ -18,8 +18,10 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1; about one per core)")
     p.add_argument("--threads", type=int, default=1, help="threads per forward pass in each worker (default: 1)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="torch: eager PyTorch; onnx: export (checked against PyTorch) and run with ONNX Runtime")
+    p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
+                   help="torch: eager PyTorch; onnx: export (checked against PyTorch) and run with ONNX Runtime; "
+                        "onnx-int8: the INT8 export (cnnkit export --quantize int8), refused if it loses more than "
+                        "0.5 points of test accuracy")
     p.add_argument("--max-batch", type=int, default=32, help="images per forward pass at most (default: 32)")
     p.add_argument("--max-wait-ms", type=float, default=2.0,
                    help="how long the first image of a batch may wait for others (default: 2)")

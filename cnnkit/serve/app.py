@@ -280,7 +280,7 @@ def _v2_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings) -
 
     def metadata(model: ServedModel) -> dict[str, Any]:
         versions = [m.version for m in registry.models() if m.name == model.name]
-        platform = "onnxruntime_onnx" if model.backend.name == "onnx" else "pytorch_libtorch"
+        platform = "onnxruntime_onnx" if model.backend.name.startswith("onnx") else "pytorch_libtorch"
         return v2.model_metadata(model.name, versions, platform, model.pre["channels"], model.pre["stored_size"],
                                  len(model.classes))
 

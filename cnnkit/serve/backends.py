@@ -85,8 +85,10 @@ class TorchBackend:
 class OnnxBackend:
     name = "onnx"
 
-    def __init__(self, onnx_path: str | Path, pre: dict[str, Any], threads: int = 1) -> None:
+    def __init__(self, onnx_path: str | Path, pre: dict[str, Any], threads: int = 1, name: str = "onnx") -> None:
         from cnnkit.export.onnx import session
+
+        self.name = name  # "onnx", or "onnx-int8" for the quantized export
 
         self.session = session(Path(onnx_path), threads)
         self.input_name = self.session.get_inputs()[0].name

@@ -102,14 +102,14 @@ def load_model(spec: ModelSpec, settings: ServeSettings) -> ServedModel:
     torch.set_num_threads(settings.threads)
     digits = {"auto": None, "on": True, "off": False}[settings.digits]
     predictor = Predictor(load(spec.ref, settings.runs_dir, "cpu"), "cpu", digits)
-    if settings.backend == "onnx":
+    if settings.backend in ("onnx", "onnx-int8"):
         path = spec.onnx_path
         if path is None:
-            from cnnkit.export.onnx import onnx_for_run
+            from cnnkit.export.formats import serving_export
 
-            path = str(onnx_for_run(predictor.loaded, settings.data_dir)[0])
+            path = str(serving_export(predictor.loaded, settings.backend, settings.data_dir)[0])
             spec = ModelSpec(spec.name, spec.version, spec.ref, path)
-        backend: Any = OnnxBackend(path, predictor.pre, settings.threads)
+        backend: Any = OnnxBackend(path, predictor.pre, settings.threads, name=settings.backend)
     else:
         backend = TorchBackend(predictor.model, predictor.pre)
     return ServedModel(spec, predictor, backend)

@@ -33,7 +33,7 @@ def resolve_models(refs: Sequence[str], runs_dir: str | None) -> tuple[ModelSpec
         if not sep:
             alias, ref = "", raw
         run = store.get(ref)
-        if not run.file("model.json").is_file():
+        if run.read("model.json") is None:  # (a Hub folder has no model.json file, but reads as one)
             raise CnnkitError(f"run {run.ref} has no model.json; it is not a finished cnnkit run")
         spec = ModelSpec(check_name(alias) if alias else run.name, run.version, str(Path(run.path).resolve()))
         if any((s.name, s.version) == (spec.name, spec.version) for s in specs):

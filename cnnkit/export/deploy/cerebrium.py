@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tomllib
 
+from cnnkit.errors import CnnkitError
 from cnnkit.export.deploy import k8s
 from cnnkit.export.deploy.bundle import TEMPLATES, Bundle, readme, write_python
 
@@ -42,7 +44,11 @@ def cerebrium_toml(b: Bundle, reqs: list[str]) -> str:
 def write(b: Bundle) -> dict:
     reqs = write_python(b, "model")
     shutil.copy2(TEMPLATES / "cerebrium_main.py", b.path("main.py"))
-    b.text("cerebrium.toml", cerebrium_toml(b, reqs))
+    text = cerebrium_toml(b, reqs)
+    parsed = tomllib.loads(text)["cerebrium"]  # the file must read back as what we meant
+    if parsed["hardware"]["compute"] != "CPU" or sorted(f"{k}{v}" for k, v in parsed["dependencies"]["pip"].items()) != sorted(reqs):
+        raise CnnkitError("cerebrium.toml does not read back as written")
+    b.text("cerebrium.toml", text)
     name = k8s.dns_name(f"{b.name}-v{b.version}")
     b.verified.append("`cerebrium.toml` parses as TOML with CPU hardware, scaling and the same pins as requirements.txt; "
                       "cnnkit's tests import `main.py` in a fresh process and call `predict` on real test images")
