@@ -52,6 +52,13 @@ def show_run(args: argparse.Namespace) -> int:
              f"{info['spec'].get('image_size')}  classes {len(info['spec'].get('classes', []))}",
              f"  data: {info['data']}  checksum {str(info['data_record'].get('checksum'))[:16]}  "
              f"counts {info['data_record'].get('counts')}"]
+    from cnnkit.training.finetune import INIT_FILE, lineage
+
+    info["init"], info["lineage"] = run.read(INIT_FILE), lineage(run, args.runs_dir)
+    if info["lineage"]:
+        lines.append(f"  lineage: {run.ref} <- " + " <- ".join(info["lineage"]))
+        lines.append(f"  init: {info['init']['copied']}/{info['init']['total']} tensors copied, "
+                     f"{len(info['init']['not_copied'])} not copied")
     lines += [f"  {k}: {_fmt(v)}" for k, v in info["metrics"].items()]
     lines += [f"  epoch {h['epoch']}: train loss {h['train_loss']:.4f} acc {h['train_accuracy']:.4f}"
               + (f" | val loss {h['val_loss']:.4f} acc {h['val_accuracy']:.4f}" if "val_loss" in h else "")

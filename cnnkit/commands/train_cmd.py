@@ -34,13 +34,23 @@ def run(args: argparse.Namespace) -> int:
             raise CnnkitError("--from-study starts a new run; it cannot be combined with --resume")
         outcome = train_from_study(args.from_study, args.storage, overrides(vars(args), args.config))
     else:
-        outcome = train_run(config_from_args(args), resume=args.resume)
+        cfg = config_from_args(args)
+        if cfg.model.init and not hasattr(args, "model.name") and not args.resume:
+            from cnnkit.training.finetune import inherit_model
+
+            inherit_model(cfg)  # --init without --model: the parent's architecture
+        outcome = train_run(cfg, resume=args.resume)
     if outcome.run is None:  # a non-main torchrun process: rank 0 reports
         return 0
     m = outcome.metrics
     text = f"run {outcome.run.ref} finished in {m['train_seconds']:.0f}s ({m['epochs']} epochs)"
     if "test_accuracy" in m:
         text += f": test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f}"
+    init = outcome.run.read("init.json")
+    if init:
+        from cnnkit.training.finetune import summary_line
+
+        text += f"\n  {summary_line(init)}"
     text += f"\n  saved in {outcome.run.path}"
     emit(args, {"run": outcome.run.ref, "path": str(outcome.run.path), **m}, text)
     return 0

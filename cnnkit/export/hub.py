@@ -32,6 +32,20 @@ def _hub() -> Any:
     return huggingface_hub
 
 
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """What the HTTP client under huggingface_hub raises when the Hub cannot be reached (its versions
+    have used requests, httpx and httpx2)."""
+    import importlib
+
+    found: list[type[BaseException]] = [OSError]
+    for module, name in (("httpx", "HTTPError"), ("httpx2", "HTTPError"), ("requests", "RequestException")):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
 def _explain(exc: Exception, repo_id: str, endpoint: str) -> CnnkitError:
     """One line for what the Hub (or the network) said."""
     from huggingface_hub import errors
@@ -58,8 +72,6 @@ def push(run: LoadedRun | str, repo_id: str, *, private: bool = False, revision:
     created if needed (``private`` applies then); ``revision`` is a branch, created from main if new.
     """
     hf = _hub()
-    import httpx
-
     from cnnkit.export.hf import folder_files, write_hub_folder
 
     check_repo_id(repo_id)
@@ -76,7 +88,7 @@ def push(run: LoadedRun | str, repo_id: str, *, private: bool = False, revision:
             info = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision,
                                      commit_message=f"cnnkit push {loaded.ref}",
                                      commit_description=f"Exported by cnnkit from run {loaded.ref}.")
-        except (hf.errors.HfHubHTTPError, hf.errors.LocalTokenNotFoundError, httpx.HTTPError, OSError) as exc:
+        except (hf.errors.HfHubHTTPError, hf.errors.LocalTokenNotFoundError, *_network_errors()) as exc:
             raise _explain(exc, repo_id, endpoint) from None
     return {"run": loaded.ref, "repo": repo_id, "url": str(url), "revision": revision or "main",
             "commit": info.oid, "commit_url": info.commit_url, "endpoint": endpoint, "private": private,

@@ -120,11 +120,11 @@ def measure(loaded: LoadedRun, fp32: Path, int8: Path, data_dir: str | None, thr
     return out
 
 
-def gate(loaded: LoadedRun, figures: dict[str, Any], max_drop: float, force: bool) -> None:
+def gate(ref: str, figures: dict[str, Any], max_drop: float, force: bool) -> None:
     """CnnkitError with the figures when INT8 loses more than ``max_drop`` points (unless ``force``)."""
     drop = figures["accuracy_drop_points"]
     if drop > max_drop and not force:
-        raise CnnkitError(f"the INT8 export of {loaded.ref} loses {drop:.2f} points of test accuracy "
+        raise CnnkitError(f"the INT8 export of {ref} loses {drop:.2f} points of test accuracy "
                           f"(FP32 {figures['fp32']['accuracy']:.4f}, INT8 {figures['int8']['accuracy']:.4f}), "
                           f"more than --max-drop {max_drop}; pass --force to keep it")
 
@@ -148,7 +148,7 @@ def int8_for_run(loaded: LoadedRun, data_dir: str | None = None, max_drop: float
         except Exception as exc:  # noqa: BLE001 - the quantizer fails in many ways on unusual graphs
             raise CnnkitError(f"cannot quantize the ONNX export of {loaded.ref}: {type(exc).__name__}: {exc}") from None
         figures = measure(loaded, fp32, target, data_dir, n_threads)
-        gate(loaded, figures, max_drop, force)
+        gate(loaded.ref, figures, max_drop, force)
         return {"opset": fp32_report["opset"], "quantization": {
                     "method": "static", "format": "QDQ", "per_channel": True, "weights": "int8", "activations": "uint8",
                     "calibration": "minmax", "calibration_images": sum(len(b) for b in batches), "pre_process": True},
@@ -159,5 +159,5 @@ def int8_for_run(loaded: LoadedRun, data_dir: str | None = None, max_drop: float
         loaded.run.file(INT8_FILE).unlink(missing_ok=True)  # quantized from an older FP32 export
         return int8_for_run(loaded, data_dir, max_drop, force, threads)
     if report.get("cached"):
-        gate(loaded, report, max_drop, force)  # the stored figures, against this call's limit
+        gate(loaded.ref, report, max_drop, force)  # the stored figures, against this call's limit
     return path, report

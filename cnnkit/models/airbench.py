@@ -103,7 +103,7 @@ def _check_widths(widths: Sequence[int]) -> tuple[int, int, int]:
 @MODELS.register("airbench")
 def airbench(num_classes: int, in_channels: int, image_size: int, *, widths: Sequence[int] = (64, 256, 256),
              whiten_kernel: int = 2, bn_momentum: float = 0.4, head_scale: float = 1 / 9) -> nn.Module:
-    """Speed-run CNN (airbench): frozen patch-whitening conv, 3 conv-pool-BN-GELU blocks of ``widths``, scaled head."""
+    """airbench speed-run CNN: frozen whitening conv, 3 conv-pool-BN-GELU blocks, scaled head."""
     check_args("airbench", num_classes, in_channels, image_size, min_size=16)
     if isinstance(whiten_kernel, bool) or not isinstance(whiten_kernel, int) or not 1 <= whiten_kernel <= 5:
         raise CnnkitError(f"model 'airbench': whiten_kernel must be an integer from 1 to 5, got {whiten_kernel!r}")

@@ -234,3 +234,54 @@ def lineage(run: Any, runs_dir: str | None, limit: int = 20) -> list[str]:
         except CnnkitError:
             break
     return chain
+
+
+# ----------------------------------------------------------------------------- train_run's hooks
+
+# Defaults when starting from learned weights (--pretrained or --init), from benchmarks/transfer.py.
+FINETUNE_BACKBONE_LR_MULT = 0.1
+
+
+def resolve_defaults(cfg: Any) -> None:
+    """Turn the ``auto`` fine-tuning options into values (stored so the run records what ran)."""
+    starts_learned = bool(cfg.model.pretrained or cfg.model.init)
+    if str(cfg.train.freeze).lower() == "auto":
+        cfg.train.freeze = "none"
+    if cfg.train.backbone_lr_mult is None:
+        cfg.train.backbone_lr_mult = FINETUNE_BACKBONE_LR_MULT if starts_learned else 1.0
+
+
+def open_parent(cfg: Any) -> Parent | None:
+    """The --init source, opened before the data so a bad reference fails first; the new data
+    is loaded at the parent's input size unless --image-size says otherwise."""
+    if not cfg.model.init:
+        return None
+    parent = Parent.open(cfg.model.init, cfg.run.runs_dir)
+    if cfg.data.image_size is None and parent.spec.get("image_size"):
+        cfg.data.image_size = int(parent.spec["image_size"])
+    return parent
+
+
+def prepare_model(cfg: Any, model: nn.Module, pre: dict[str, Any], parent: Parent | None) -> dict[str, Any] | None:
+    """Copy the parent's tensors into ``model``, keep its normalization when the channels agree
+    (its filters were learned on inputs scaled that way), and check ``--freeze`` against the
+    model; returns init.json's record (None without --init)."""
+    frozen_parameters(model, cfg.train.freeze)  # refuses --freeze N beyond the model's units now
+    if parent is None:
+        return None
+    record = init_record(parent, copy_matching(model, parent))
+    parent_pre = parent.spec.get("preprocess") or {}
+    if parent_pre.get("channels") == pre["channels"] and parent_pre.get("mean"):
+        pre["mean"], pre["std"] = list(parent_pre["mean"]), list(parent_pre["std"])
+    return record
+
+
+def inherit_model(cfg: Any) -> None:
+    """``--init`` with no ``--model``: build the parent's architecture (and its options)."""
+    from cnnkit.runs import RunStore
+
+    spec = RunStore(cfg.run.runs_dir).get(cfg.model.init).read("model.json") or {}
+    if spec.get("name"):
+        cfg.model.name = spec["name"]
+        if not cfg.model.kwargs:
+            cfg.model.kwargs = dict(spec.get("kwargs") or {})

@@ -25,7 +25,7 @@ from cnnkit.data.transforms import BatchPipeline, alternating_flip_bits, alterna
 from cnnkit.engine import Engine
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluation.evaluate import evaluate_split
-from cnnkit.training import whitening
+from cnnkit.training import finetune, whitening
 from cnnkit.training.groups import decouple_weight_decay, scale_norm_lr
 from cnnkit.training.lookahead import Lookahead
 
@@ -187,6 +187,7 @@ def train_one_epoch(
     from tqdm.auto import tqdm
 
     net.train()
+    finetune.keep_frozen_norms_eval(net)
     gen = epoch_generator(cfg.seed, epoch, data.images.device)
     total = steps_per_epoch(len(data), cfg.batch_size, engine.world)
     sums = torch.zeros(3, dtype=torch.float64, device=engine.device)  # loss*n, correct, n
@@ -246,6 +247,7 @@ def _end_of_epoch(cfg: TrainConfig, st: _State, epoch: int, metrics: dict[str, f
 def _make_state(model: nn.Module, cfg: TrainConfig, per_epoch: int) -> _State:
     lr = peak_lr(cfg)
     groups = scale_norm_lr(_param_groups(model, cfg.weight_decay), model, lr, cfg.norm_lr_mult)
+    groups = finetune.scale_backbone_lr(groups, model, cfg.backbone_lr_mult or 1.0, lr)
     if cfg.decoupled_wd:
         groups = decouple_weight_decay(groups, lr, cfg.batch_size)
     optimizer = OPTIMIZERS[cfg.optimizer](groups, cfg, lr)
@@ -296,11 +298,14 @@ def fit(
     # Before the optimizer is built: the whitened weights are frozen, so they get no param group.
     whitened = whitening.maybe_whiten(model, cfg.whiten, train_set.images, pipelines[1])
     st = _make_state(model, cfg, per_epoch)
+    # After the optimizer: frozen parameters stay in its groups, so --unfreeze-at can train them.
+    freezer = finetune.Freezer.for_model(model, cfg.freeze, cfg.unfreeze_at)
     start = st.load_checkpoint(resume) + 1 if resume is not None else 0
     net = _wrap(model, cfg, engine)
     stopped = False
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
+        freezer.set_epoch(epoch)
         if whitened is not None and engine.world == 1:  # DDP fixes the trained parameters when it wraps
             whitening.set_whitening_bias_trainable(whitened, epoch, cfg.whiten_bias_epochs)
         train_loss, train_acc = train_one_epoch(net, st, train_data, pipelines[0], loss_fn, cfg, engine, epoch)

@@ -28,6 +28,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.evaluation.evaluate import evaluate_split
 from cnnkit.models import build_model, pretrained_input, resolved_options
 from cnnkit.runs import RunDir, RunStore, slug
+from cnnkit.training import finetune
 from cnnkit.training.loop import Callback, FitResult, fit
 
 log = logging.getLogger(__name__)
@@ -104,10 +105,14 @@ def data_record(ds: Dataset) -> dict[str, Any]:
             "kind": ds.kind, "counts": counts, "warnings": ds.warnings}
 
 
-def _prepare(cfg: Config, engine: Engine, progress: bool) -> tuple[Dataset, torch.nn.Module, dict[str, Any]]:
-    """Load and check the data and build the model: all the refusals happen here."""
+def _prepare(cfg: Config, engine: Engine, progress: bool,
+             fresh: bool = True) -> tuple[Dataset, torch.nn.Module, dict[str, Any], dict[str, Any] | None]:
+    """Load and check the data and build the model: all the refusals happen here. ``fresh``:
+    a new run (a resumed one takes its weights from its checkpoint, not from --init)."""
     from cnnkit.data.checks import require_usable
 
+    finetune.resolve_defaults(cfg)
+    parent = finetune.open_parent(cfg) if fresh else None
     shipped = pretrained_input(cfg.model.name) if cfg.model.pretrained else None
     if shipped and cfg.data.image_size is None:
         cfg.data.image_size = shipped["size"]  # the size the weights were trained at, unless told otherwise
@@ -116,13 +121,16 @@ def _prepare(cfg: Config, engine: Engine, progress: bool) -> tuple[Dataset, torc
     pre = preprocessing(cfg, ds)
     seed_everything(cfg.train.seed, cfg.train.deterministic)  # the model's init is part of the run
     model = build_model(cfg.model.name, ds.num_classes, ds.channels, pre["input_size"], cfg.model.pretrained, **cfg.model.kwargs)
-    return ds, model, pre
+    init = finetune.prepare_model(cfg, model, pre, parent)
+    return ds, model, pre, init
 
 
-def _open_run(cfg: Config, ds: Dataset, spec: dict[str, Any], engine: Engine) -> RunDir:
+def _open_run(cfg: Config, ds: Dataset, spec: dict[str, Any], engine: Engine, init: dict[str, Any] | None = None) -> RunDir:
     """Create the version folder and its records; everything is computed first, so a failure
     here removes the folder instead of leaving half a run behind."""
     files = {"model.json": spec, "data.json": data_record(ds), "env.json": environment(engine)}
+    if init is not None:
+        files[finetune.INIT_FILE] = init
     store = RunStore(cfg.run.runs_dir)
     run = store.create(cfg.run.name or default_name(cfg, ds))
     try:
@@ -146,10 +154,12 @@ def train_run(cfg: Config, resume: str | None = None, callbacks: Sequence[Callba
         ckpt = run.load_checkpoint()
     t = cfg.train
     engine = make_engine(t.device, t.amp, t.channels_last, t.threads)
-    ds, model, pre = _prepare(cfg, engine, t.progress)
+    ds, model, pre, init = _prepare(cfg, engine, t.progress, fresh=resume is None)
     spec = model_spec(cfg, ds, pre)
     if run is None and engine.is_main:
-        run = _open_run(cfg, ds, spec, engine)
+        run = _open_run(cfg, ds, spec, engine, init)
+        if init is not None:
+            log.info("cnnkit: %s", finetune.summary_line(init))
     elif run is not None and run.read("data.json", {}).get("checksum") not in (None, ds.checksum):
         raise CnnkitError(f"the data of {run.ref} has changed since it started (checksum differs); cannot resume")
     if on_created is not None and run is not None:

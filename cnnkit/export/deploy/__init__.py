@@ -42,6 +42,7 @@ def deploy(ref: str, target: str, out: str | Path, force: bool = False, runs_dir
     out = Path(out)
     check_out(out, force)
     loaded = load(ref, runs_dir)
+    check_out(out, force, keep=loaded.run.path)
     onnx_path, report = onnx_for_run(loaded, data_dir)
     images = check_images(loaded, data_dir, EXAMPLES)
     module = importlib.import_module(f"cnnkit.export.deploy.{TARGETS[target]}")
@@ -56,4 +57,4 @@ def deploy(ref: str, target: str, out: str | Path, force: bool = False, runs_dir
         return {"run": loaded.ref, "target": target, "out": str(out), **info, "files": len(files),
                 "verified": b.verified, "not_verified": b.not_verified}
 
-    return staged(out, force, build)
+    return staged(out, force, build, keep=loaded.run.path)

@@ -59,7 +59,8 @@ class Bundle:
     onnx_report: dict[str, Any]
     image: str
     data_dir: str | None = None
-    verified: list[str] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)  # checked by cnnkit deploy, on this bundle
+    tested: list[str] = field(default_factory=list)  # checked by cnnkit's test suite, on bundles written the same way
     not_verified: list[str] = field(default_factory=list)
     examples: list[dict[str, Any]] = field(default_factory=list)  # examples/expected.json: PyTorch's answers
 
@@ -91,22 +92,27 @@ class Bundle:
         write_json(self.path(rel), obj)
 
 
-def check_out(out: Path, force: bool) -> None:
-    """Refuse an --out that is a file, or a non-empty folder without --force, before any work."""
+def check_out(out: Path, force: bool, keep: Path | None = None) -> None:
+    """Refuse an --out that is a file, or a non-empty folder without --force, before any work; and
+    never one that holds the working directory or ``keep`` (the run), which --force would delete."""
+    where = out.resolve()
+    for inside in (Path.cwd(), *([keep] if keep else [])):
+        if inside.resolve().is_relative_to(where):
+            raise CnnkitError(f"--out {out} holds {inside}; choose a folder of its own for the bundle")
     if out.exists() and not out.is_dir():
         raise CnnkitError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise CnnkitError(f"--out {out} exists and is not empty; pass --force to replace it")
 
 
-def staged(out: Path, force: bool, build: Callable[[Path], Any]) -> Any:
+def staged(out: Path, force: bool, build: Callable[[Path], Any], keep: Path | None = None) -> Any:
     """``build(tmp)`` in a fresh folder beside ``out``, then swap it into place; on failure remove it."""
-    check_out(out, force)
+    check_out(out, force, keep)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         result = build(tmp)
-        check_out(out, force)  # someone may have written there meanwhile
+        check_out(out, force, keep)  # someone may have written there meanwhile
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}-{time.time_ns()}")
@@ -225,8 +231,10 @@ def write_python(b: Bundle, model_dir: str) -> list[str]:
     reqs = runtime_requirements(b)
     b.text("requirements.txt", "\n".join(reqs) + "\n")
     b.verified.append(self_check(b, model_dir, b.examples))
-    b.verified.append(f"`requirements.txt` pins the versions this check ran with ({', '.join(reqs)}); cnnkit's test suite "
-                      "installs exactly these into a fresh virtual environment and runs the entry point on test images")
+    b.verified.append(f"`requirements.txt` pins the versions that check ran with: {', '.join(reqs)}")
+    b.tested.append("a fresh virtual environment with only `requirements.txt` installed (no cnnkit, no torch) runs the "
+                    "entry point on real test images and gets the same top-3 classes and probabilities (to 1e-4) as "
+                    "`cnnkit predict` (tests/integration/test_deploy_fresh_venv.py)")
     return reqs
 
 
@@ -284,6 +292,8 @@ def readme(b: Bundle, target: str, intro: str, contents: list[str], commands: st
              f"{sub}# Deploy", "", commands.strip(), "",
              f"{sub}# Verified offline", "", "What `cnnkit deploy` checked while writing this bundle:", "",
              *[f"- {v}" for v in b.verified], "",
+             *(["What cnnkit's test suite checks on bundles written the same way (not re-run for this one):", "",
+                *[f"- {v}" for v in b.tested], ""] if b.tested else []),
              f"{sub}# Not verified", "", "What cnnkit cannot check without the platform (do these yourself):", "",
              *[f"- {v}" for v in b.not_verified], ""]
     if why:

@@ -50,8 +50,9 @@ def write(b: Bundle) -> dict:
         raise CnnkitError("cerebrium.toml does not read back as written")
     b.text("cerebrium.toml", text)
     name = k8s.dns_name(f"{b.name}-v{b.version}")
-    b.verified.append("`cerebrium.toml` parses as TOML with CPU hardware, scaling and the same pins as requirements.txt; "
-                      "cnnkit's tests import `main.py` in a fresh process and call `predict` on real test images")
+    b.verified.append("`cerebrium.toml` reads back (tomllib) with CPU hardware, scaling and the same pins as requirements.txt")
+    b.tested.append("`main.py` imported in a fresh process: `predict(image, top_k)` on real test images answers with the "
+                    "shape of `POST /predict` and the classes and probabilities of `cnnkit predict`")
     b.not_verified += ["`cerebrium deploy` itself (the build on Cerebrium, the endpoint's URL and authentication, cold "
                        "starts, scaling): cnnkit has no Cerebrium account",
                        "whether Cerebrium's Python image still offers the pinned wheels (they are on PyPI for CPython "
@@ -60,12 +61,12 @@ def write(b: Bundle) -> dict:
 pip install cerebrium && cerebrium login
 cerebrium deploy                                  # from this folder; prints the endpoint URL
 python -c "import base64; print(base64.b64encode(open('examples/00.png','rb').read()).decode())" > /tmp/img.b64
-curl -X POST https://api.cortex.cerebrium.ai/v4/PROJECT_ID/{name}/predict \\
+curl -X POST https://api.aws.us-east-1.cerebrium.ai/v4/PROJECT_ID/{name}/predict \\   # the URL cerebrium deploy printed
   -H "Authorization: Bearer $CEREBRIUM_TOKEN" -H 'Content-Type: application/json' \\
   -d "{{\\"image\\": \\"$(cat /tmp/img.b64)\\", \\"top_k\\": 3}}"
 ```
 
-Locally, without Cerebrium (what cnnkit's tests do):
+Locally, without Cerebrium (what cnnkit's tests do, in a fresh virtual environment):
 
 ```bash
 python -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt

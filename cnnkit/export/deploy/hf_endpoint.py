@@ -25,23 +25,29 @@ def write(b: Bundle) -> dict:
     reqs = write_python(b, ".")
     shutil.copy2(TEMPLATES / "hf_handler.py", b.path("handler.py"))
     b.verified += [f"the Hub folder was written by `cnnkit export` (cnnkit.export.hf: {HUB_FILES})",
-                   "cnnkit's tests call `EndpointHandler(path=DIR)({\"inputs\": ...})` on real test images given as "
-                   "PIL images, bytes and base64, in a fresh virtual environment with requirements.txt only"]
+                   ]
+    b.tested.append("`EndpointHandler(path=DIR)({\"inputs\": ...})` on real test images given as PIL images, bytes and "
+                    "base64 (and a list of them) gives the classes and probabilities of `cnnkit predict`")
     b.not_verified += ["the push to the Hub and the endpoint itself (its image installing requirements.txt, the "
                        "hardware, the URL and token): cnnkit has no Hugging Face account here",
                        "how the endpoint's default container decodes an image upload before calling the handler "
-                       "(the handler accepts PIL images, bytes and base64 alike)"]
+                       "(the handler accepts PIL images, bytes and base64 alike)",
+                       "the `hf endpoints deploy` flags below (framework and task names for a custom handler, instance "
+                       "names): taken from the CLI's help, never run"]
     commands = """```bash
 pip install -U huggingface_hub && hf auth login
-hf repo create OWNER/REPO --type model
+hf repos create OWNER/REPO --type model
 hf upload OWNER/REPO . .                          # this folder, handler.py and requirements.txt included
-# then on https://ui.endpoints.huggingface.co: New endpoint -> OWNER/REPO -> CPU -> Task: Custom -> Create
+hf endpoints hardware                             # the vendor/region/instance combinations you may pick
+hf endpoints deploy NAME --repo OWNER/REPO --framework pytorch --task custom --accelerator cpu \\
+  --vendor aws --region us-east-1 --instance-type intel-icl --instance-size x2
+hf endpoints describe NAME                        # its URL once it is running (or use the web UI: Task "Custom")
 curl "$ENDPOINT_URL" -H "Authorization: Bearer $HF_TOKEN" -H 'Content-Type: image/png' --data-binary @examples/00.png
 curl "$ENDPOINT_URL" -H "Authorization: Bearer $HF_TOKEN" -H 'Content-Type: application/json' \\
   -d "{\\"inputs\\": \\"$(base64 -w0 examples/00.png)\\", \\"parameters\\": {\\"top_k\\": 3}}"
 ```
 
-Locally, without an endpoint (what cnnkit's tests do):
+Locally, without an endpoint (what cnnkit's tests do, in a fresh virtual environment):
 
 ```bash
 python -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt

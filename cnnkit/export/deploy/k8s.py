@@ -99,9 +99,14 @@ def validate(docs: list[dict[str, Any]], versions: tuple[str, ...] = K8S_VERSION
 
 
 def dump(doc: dict[str, Any]) -> str:
+    """YAML as people write manifests: no anchors and aliases for the label maps used twice."""
     import yaml
 
-    return yaml.safe_dump(doc, sort_keys=False)
+    class Plain(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return yaml.dump(doc, Dumper=Plain, sort_keys=False)
 
 
 def validated_line(versions: list[str] | None, what: str) -> tuple[list[str], list[str]]:
@@ -127,8 +132,7 @@ def write(b: Bundle) -> dict:
         "the image build (see `image/`; its smoke stage serves the run and calls /predict)"]
     name = dns_name(b.name)
     commands = f"""```bash
-podman build -t REGISTRY/{b.image} image/ && podman push REGISTRY/{b.image}     # or docker build/push
-sed -i 's#image: {b.image}#image: REGISTRY/{b.image}#' manifests/deployment.yaml
+{docker.push_lines(b, "image/", "manifests/deployment.yaml")}
 kubectl apply -f manifests/
 kubectl rollout status deployment/{name}
 kubectl port-forward service/{name} 8000:80 &

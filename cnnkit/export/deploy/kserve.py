@@ -81,8 +81,7 @@ def write(b: Bundle) -> dict:
         "the predictor becoming Ready behind Knative/Istio, autoscaling, and the image pull",
         "the image build (see `image/`; its smoke stage serves the run and calls /predict)"]
     commands = f"""```bash
-podman build -t REGISTRY/{b.image} image/ && podman push REGISTRY/{b.image}     # or docker build/push
-sed -i 's#image: {b.image}#image: REGISTRY/{b.image}#' inferenceservice.yaml
+{docker.push_lines(b, "image/", "inferenceservice.yaml")}
 kubectl apply -f inferenceservice.yaml
 kubectl wait --for=condition=Ready inferenceservice/{name} --timeout=300s
 URL=$(kubectl get inferenceservice {name} -o jsonpath='{{.status.url}}')
