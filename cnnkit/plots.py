@@ -207,3 +207,25 @@ def attribution_png(images: Sequence[np.ndarray], maps: dict[str, np.ndarray], c
                 ax.text(-0.08, 0.5, METHOD_NAMES.get(method, method), rotation=90, transform=ax.transAxes,
                         ha="right", va="center", fontsize=8)
     return _png(fig)
+
+
+def roc_pr_png(curves: Sequence[dict[str, Any]], classes: Sequence[str], max_classes: int = 12) -> bytes:
+    """One-vs-rest ROC (left) and precision-recall (right) curves per class; ``curves`` holds
+    per class ``fpr``/``tpr``/``precision``/``recall`` and the ``roc_auc``/``average_precision``
+    of cnnkit.evaluation.ranking. Past ``max_classes`` only the lowest-AP classes are drawn."""
+    fig = _figure(9.0, 4.0)
+    roc, pr = fig.subplots(1, 2)
+    order = sorted(range(len(curves)), key=lambda i: curves[i].get("average_precision") or 0.0)[:max_classes]
+    for i in sorted(order):
+        c = curves[i]
+        auc, ap = c.get("roc_auc"), c.get("average_precision")
+        roc.plot(c["fpr"], c["tpr"], lw=1.2, label=f"{classes[i]} ({auc:.3f})" if auc is not None else str(classes[i]))
+        pr.step(c["recall"], c["precision"], where="post", lw=1.2,
+                label=f"{classes[i]} ({ap:.3f})" if ap is not None else str(classes[i]))
+    roc.plot([0, 1], [0, 1], "--", color="gray", lw=0.8)
+    roc.set(xlabel="false positive rate", ylabel="true positive rate (recall)", title="ROC (AUC)", xlim=(0, 1), ylim=(0, 1.01))
+    pr.set(xlabel="recall", ylabel="precision", title="precision-recall (AP)", xlim=(0, 1), ylim=(0, 1.01))
+    for ax in (roc, pr):
+        ax.legend(fontsize=7, loc="lower right" if ax is roc else "lower left")
+        ax.grid(alpha=0.3)
+    return _png(fig)

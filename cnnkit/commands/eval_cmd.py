@@ -25,11 +25,19 @@ def register(verbs: argparse._SubParsersAction) -> None:
     add_runs_dir(p)
     p.add_argument("--batch-size", type=int, default=1024, help="evaluation batch size")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--target-recall", metavar="CLASS=R", help="choose on the val split the rule reaching recall R for "
+                   "CLASS (answer CLASS when P(CLASS) >= t); report test precision and recall under it")
+    p.add_argument("--save-rule", action="store_true", help="with --target-recall: store the rule in the run; predict "
+                   "and serve then apply it")
     p.set_defaults(handler=run)
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
 
 
 def variant_table(key: str, m: dict[str, Any]) -> list[str]:
@@ -39,9 +47,10 @@ def variant_table(key: str, m: dict[str, Any]) -> list[str]:
     topk = "  ".join(f"{k.replace('_', '-')} {_pct(v)}" for k, v in m["top_k"].items())
     lines = [f"[{key}]  accuracy {_pct(m['accuracy'])} (95% CI {_pct(lo)}-{_pct(hi)})  macro F1 {m['macro_f1']:.4f} "
              f"({flo:.4f}-{fhi:.4f})  loss {m['loss']:.4f}  ECE {m['ece']:.4f}  {topk}",
-             f"  {'class':<16} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
+             f"  {'class':<16} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8} {'ROC AUC':>8} {'AP':>7}"]
     for row in m["per_class"]:
-        lines.append(f"  {row['class'][:16]:<16} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} {row['support']:>8}")
+        lines.append(f"  {row['class'][:16]:<16} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} {row['support']:>8}"
+                     f" {_num(row.get('roc_auc')):>8} {_num(row.get('average_precision')):>7}")
     for name in ("macro", "weighted"):
         a = m[name]
         lines.append(f"  {name + ' avg':<16} {a['precision']:>9.4f} {a['recall']:>9.4f} {a['f1']:>9.4f} {m['images']:>8}")
@@ -70,6 +79,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 10 or args.batch_size < 1:
         raise CnnkitError("--bootstrap must be >= 10 and --batch-size >= 1")
+    if args.save_rule and not args.target_recall:
+        raise CnnkitError("--save-rule needs --target-recall CLASS=R")
+    if args.target_recall:
+        from cnnkit.evaluation.operating_point import evaluate_target_recall, format_report
+
+        report = evaluate_target_recall(args.run, args.target_recall, args.runs_dir, save=args.save_rule)
+        emit(args, report, format_report(report))
+        return 0
     variants = parse_variants(args.variants)
     result = evaluate_full(args.run, args.runs_dir, args.data, args.data_dir, args.split, args.batch_size, variants,
                            args.tta, args.bootstrap, cache=not args.no_cache, limit=args.limit)

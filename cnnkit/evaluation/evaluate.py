@@ -100,7 +100,7 @@ def evaluate_run(ref: str, runs_dir: str | Path | None = None, data: str | None 
 
 EVAL_DIR = "eval"
 # Bump when a stored result's content changes meaning, so old caches are recomputed, not misread.
-RESULT_FORMAT = 1
+RESULT_FORMAT = 2  # 2: per-class ROC AUC and average precision
 
 
 @dataclass

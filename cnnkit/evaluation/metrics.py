@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.evaluation.ranking import macro, per_class_ranking
+
 ECE_BINS = 15
 BOOTSTRAP = 1000
 LEVEL = 0.95
@@ -138,6 +140,7 @@ def classification_metrics(log_probs: np.ndarray, labels: np.ndarray, classes: S
     stats = per_class(conf)
     avg = averages(stats)
     ci = bootstrap_intervals(labels, preds, k, resamples, seed=seed)
+    ranked = per_class_ranking(probs, labels)  # one-vs-rest ROC AUC and average precision
     return {
         "images": len(labels),
         "loss": log_loss(log_probs, labels),
@@ -151,9 +154,11 @@ def classification_metrics(log_probs: np.ndarray, labels: np.ndarray, classes: S
         "weighted": avg["weighted"],
         "per_class": [
             {"class": str(c), "precision": float(stats["precision"][i]), "recall": float(stats["recall"][i]),
-             "f1": float(stats["f1"][i]), "support": int(stats["support"][i])}
+             "f1": float(stats["f1"][i]), "support": int(stats["support"][i]), **ranked[i]}
             for i, c in enumerate(classes)
         ],
+        "macro_roc_auc": macro([r["roc_auc"] for r in ranked]),
+        "macro_average_precision": macro([r["average_precision"] for r in ranked]),
         "confusion": conf.tolist(),
         "reliability": reliability(probs, labels),
         "bootstrap": {"resamples": resamples, "level": LEVEL, "seed": seed, "method": "percentile"},

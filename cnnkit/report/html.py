@@ -136,10 +136,13 @@ def metrics_section(ctx: Context) -> str:
 def classes_section(ctx: Context) -> str:
     m = _clean(ctx)
     worst = sorted(range(len(m["per_class"])), key=lambda i: m["per_class"][i]["f1"])[:3]
-    rows = [[esc(r["class"]), f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", r["support"]]
-            for r in m["per_class"]]
+    def num(x: Any) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    rows = [[esc(r["class"]), f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", r["support"],
+             num(r.get("roc_auc")), num(r.get("average_precision"))] for r in m["per_class"]]
     marks = ["weak" if i in worst else "" for i in range(len(rows))]
-    per_class = table(["class", "precision", "recall", "F1", "support"], rows, marks)
+    per_class = table(["class", "precision", "recall", "F1", "support", "ROC AUC", "AP"], rows, marks)
     return (f"<h2 id='classes'>Confusion matrix and per-class metrics</h2><div class='row'>"
             f"<div>{img(plots.confusion_png(m['confusion'], ctx.loaded.classes), 'confusion matrix')}</div>"
             f"<div>{per_class}<p class='note'>Shaded: the three classes with the lowest F1.</p></div></div>")
@@ -233,9 +236,23 @@ def setup_section(ctx: Context) -> str:
             f"<div>{table(['environment', ''], rows)}</div></div>")
 
 
-SECTIONS = (curves_section, metrics_section, classes_section, robustness_section, errors_section, gradcam_section,
-            filters_section, data_section, setup_section)
-NAV = (("curves", "curves"), ("metrics", "metrics"), ("classes", "classes"), ("robustness", "robustness"),
+def ranking_section(ctx: Context) -> str:
+    """One-vs-rest ROC and precision-recall curves of the test predictions (clean)."""
+    from cnnkit.evaluation.ranking import per_class_ranking, pr_curve, roc_curve
+
+    pred = ctx.ev.predictions.get("clean") or next(iter(ctx.ev.predictions.values()))
+    probs = np.exp(pred.log_probs)
+    curves = [{**roc_curve(probs[:, k], pred.labels == k), **pr_curve(probs[:, k], pred.labels == k), **r}
+              for k, r in enumerate(per_class_ranking(probs, pred.labels))]
+    return (f"<h2 id='ranking'>ROC and precision-recall curves</h2>"
+            f"{img(plots.roc_pr_png(curves, ctx.loaded.classes), 'ROC and precision-recall curves')}"
+            f"<p class='note'>One class against the rest, over every threshold of its predicted probability; "
+            f"in brackets the ROC AUC and the average precision (shown for up to 12 classes, the lowest AP first).</p>")
+
+
+SECTIONS = (curves_section, metrics_section, classes_section, ranking_section, robustness_section, errors_section,
+            gradcam_section, filters_section, data_section, setup_section)
+NAV = (("curves", "curves"), ("metrics", "metrics"), ("classes", "classes"), ("ranking", "ROC/PR"), ("robustness", "robustness"),
        ("errors", "errors"), ("gradcam", "Grad-CAM"), ("filters", "filters"), ("data", "data"), ("config", "config"))
 
 

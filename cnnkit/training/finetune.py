@@ -148,6 +148,7 @@ class Parent:
     spec: dict[str, Any]
     state: dict[str, torch.Tensor]
     checksum: str
+    data: str | None = None  # the parent's dataset name
 
     @classmethod
     def open(cls, ref: str, runs_dir: str | None) -> Parent:
@@ -159,7 +160,8 @@ class Parent:
             raise CnnkitError(f"--init {ref}: {run.path} is not a cnnkit run (no model.json)")
         weights = run.file("model.safetensors")
         state = run.load_weights()
-        return cls(ref, run.name, run.version, spec, state, file_sha256(weights) if weights.is_file() else "")
+        data = (run.read("data.json") or {}).get("name")
+        return cls(ref, run.name, run.version, spec, state, file_sha256(weights) if weights.is_file() else "", data)
 
 
 def _first_conv(model: nn.Module) -> str | None:
@@ -172,16 +174,23 @@ def _adapt_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
     return weight.sum(dim=1, keepdim=True).expand(-1, channels, -1, -1).contiguous() / channels
 
 
-def copy_matching(model: nn.Module, parent: Parent) -> dict[str, Any]:
+def copy_matching(model: nn.Module, parent: Parent, classes: list[str] | None = None, data: str | None = None) -> dict[str, Any]:
     """Copy every tensor whose name and shape match (the first conv adapted across channel
-    counts); returns what was copied and what was not, for init.json and the report."""
+    counts). The head stays new unless the parent was trained on the same ``data`` with the same
+    ``classes`` (a continuation): MNIST's "3" and a hand sign's "3" share a name, not a meaning.
+    Returns what was copied and what was not, for init.json and the report."""
     own = model.state_dict()
     first = _first_conv(model)
+    head = head_name(model) + "."
+    same_classes = (classes is not None and list(parent.spec.get("classes") or []) == list(classes)
+                    and data is not None and parent.data == data)
     copied, adapted, skipped = [], [], []
     new_state = {}
     for key, target in own.items():
         src = parent.state.get(key)
-        if src is None:
+        if key.startswith(head) and not same_classes:
+            skipped.append(f"{key} (new head)")
+        elif src is None:
             skipped.append(f"{key} (not in the parent)")
         elif src.shape == target.shape:
             new_state[key] = src
@@ -262,14 +271,15 @@ def open_parent(cfg: Any) -> Parent | None:
     return parent
 
 
-def prepare_model(cfg: Any, model: nn.Module, pre: dict[str, Any], parent: Parent | None) -> dict[str, Any] | None:
+def prepare_model(cfg: Any, model: nn.Module, pre: dict[str, Any], parent: Parent | None,
+                  classes: list[str] | None = None, data: str | None = None) -> dict[str, Any] | None:
     """Copy the parent's tensors into ``model``, keep its normalization when the channels agree
     (its filters were learned on inputs scaled that way), and check ``--freeze`` against the
     model; returns init.json's record (None without --init)."""
     frozen_parameters(model, cfg.train.freeze)  # refuses --freeze N beyond the model's units now
     if parent is None:
         return None
-    record = init_record(parent, copy_matching(model, parent))
+    record = init_record(parent, copy_matching(model, parent, classes, data))
     parent_pre = parent.spec.get("preprocess") or {}
     if parent_pre.get("channels") == pre["channels"] and parent_pre.get("mean"):
         pre["mean"], pre["std"] = list(parent_pre["mean"]), list(parent_pre["std"])

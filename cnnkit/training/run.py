@@ -121,7 +121,7 @@ def _prepare(cfg: Config, engine: Engine, progress: bool,
     pre = preprocessing(cfg, ds)
     seed_everything(cfg.train.seed, cfg.train.deterministic)  # the model's init is part of the run
     model = build_model(cfg.model.name, ds.num_classes, ds.channels, pre["input_size"], cfg.model.pretrained, **cfg.model.kwargs)
-    init = finetune.prepare_model(cfg, model, pre, parent)
+    init = finetune.prepare_model(cfg, model, pre, parent, list(ds.classes), ds.name)
     return ds, model, pre, init
 
 

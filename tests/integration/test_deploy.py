@@ -21,6 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from cnnkit.errors import CnnkitError
 from cnnkit.export.deploy import deploy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,12 +134,13 @@ def test_run_that_cannot_be_exported(env: dict):
     assert not out.exists() and not [p for p in out.parent.iterdir() if p.name.startswith(".broken-out")]
 
 
-def test_force_never_replaces_the_run_or_the_working_directory(env: dict):
+def test_force_never_replaces_the_run_or_the_working_directory(env: dict, monkeypatch):
     run = env["runs"] / "digits"
     before = sorted(p.name for p in (run / "v1").iterdir())
+    monkeypatch.chdir(env["root"])
     for out in (run, env["root"]):
-        proc = cli(env, "deploy", "digits", "--target", "k8s", "--out", str(out), "--force")
-        assert proc.returncode == 2 and "choose a folder of its own" in proc.stderr
+        with pytest.raises(CnnkitError, match="choose a folder of its own"):
+            deploy("digits", "k8s", out, force=True, runs_dir=str(env["runs"]), data_dir=str(env["data"]))
     assert sorted(p.name for p in (run / "v1").iterdir()) == before
 
 
