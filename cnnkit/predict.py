@@ -13,6 +13,8 @@ import numpy as np
 import torch
 
 from cnnkit.data.transforms import pipelines_for
+from cnnkit.evaluation.operating_point import RULE_FILE, apply_rule
+from cnnkit.evaluation.operating_point import describe as describe_rule
 from cnnkit.runs import LoadedRun, load
 
 
@@ -49,6 +51,8 @@ class Predictor:
         self.pre = pre
         self.pipeline = pipelines_for(pre)[1]
         self.digits = pre.get("kind") == "digits" if digits is None else digits
+        # A decision rule saved by `cnnkit eval --target-recall ... --save-rule`; None: argmax.
+        self.rule = loaded.run.read(RULE_FILE)
 
     @classmethod
     def from_run(cls, ref: str, runs_dir: str | Path | None = None, device: str = "cpu",
@@ -96,6 +100,13 @@ class Predictor:
             return []
         batch = torch.from_numpy(np.stack([self.to_uint8(s) for s in sources]))
         return self.top_k(self.probabilities(batch), top_k)
+
+    def decide(self, probs: Any) -> dict[str, Any]:
+        """The answer for one image's probabilities (K,) under the run's rule, and which rule it was."""
+        row = np.asarray(probs, dtype=np.float64)[None]
+        index = int(apply_rule(row, self.rule)[0])
+        return {"index": index, "label": self.classes[index], "probability": round(float(row[0, index]), 6),
+                "rule": describe_rule(self.rule)}
 
     def top_k(self, probs: torch.Tensor, k: int) -> list[list[Prediction]]:
         k = max(1, min(k, probs.shape[1]))

@@ -31,5 +31,13 @@ def run(args: argparse.Namespace) -> int:
     results = predictor.predict(args.images, args.top_k)
     out = [{"image": path, "predictions": [p.to_dict() for p in preds]} for path, preds in zip(args.images, results)]
     lines = [f"{o['image']}: " + ", ".join(f"{p['label']} {p['probability']:.3f}" for p in o["predictions"]) for o in out]
+    if predictor.rule:  # a saved decision rule can answer other than the top class: say so
+        import numpy as np
+        import torch
+
+        batch = torch.from_numpy(np.stack([predictor.to_uint8(path) for path in args.images]))
+        for o, row, i in zip(out, predictor.probabilities(batch).numpy(), range(len(lines))):
+            o["decision"] = predictor.decide(row)
+            lines[i] += f"  -> {o['decision']['label']} (rule: {o['decision']['rule']})"
     emit(args, out, "\n".join(lines))
     return 0

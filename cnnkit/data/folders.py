@@ -25,7 +25,7 @@ from cnnkit.data.dataset import SPLITS, Dataset, ImageSet, stratified_split, ten
 from cnnkit.data.imageio import ImageDecodeError, fit_image, mode_channels, read_image
 from cnnkit.errors import CnnkitError
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".dcm", ".dicom"})
 # Starts the warning added when unreadable files are skipped (the doctor recognizes it).
 SKIPPED_PREFIX = "skipped "
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}

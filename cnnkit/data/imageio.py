@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cnnkit.data.dicom import looks_like_dicom
 from cnnkit.errors import CnnkitError
 
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -106,6 +107,10 @@ def read_image(
 ) -> DecodedImage:
     """Decode ``src`` fully, with EXIF orientation applied; see ``decode_image``."""
     label = _source_label(src)
+    if looks_like_dicom(src):
+        from cnnkit.data.dicom import read_dicom
+
+        return DecodedImage(*read_dicom(src, label, max_pixels))
     with _open(src, label) as img:
         width, height = img.size
         if width * height > max_pixels:

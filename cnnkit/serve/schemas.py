@@ -24,8 +24,14 @@ class Prediction(BaseModel):
     probability: float = Field(ge=0, le=1, examples=[0.998])
 
 
+class Decision(Prediction):
+    rule: str = Field(description="what decided: 'argmax', or the run's saved rule (cnnkit eval --target-recall --save-rule)",
+                      examples=["argmax"])
+
+
 class ImageResult(BaseModel):
     predictions: list[Prediction] = Field(description="top classes, most probable first")
+    decision: Decision | None = Field(None, description="the answer under the run's decision rule, and the rule")
     preprocessing: list[str] = Field(description="preprocessing steps that ran on this image",
                                      examples=[["grayscale", "invert", "crop", "fit-20x20", "center-of-mass"]])
     input: str | None = Field(None, description="the image the model saw, as a PNG data URL (include_input=true)")

@@ -77,7 +77,8 @@ async def predict(model: ServedModel, read: Awaitable[list[bytes]], k: int, mode
     probs = await model.probabilities([p.array for p in prepared])
     results = []
     for p, row in zip(prepared, probs):
-        result: dict[str, Any] = {"predictions": top_k(row, model.classes, k), "preprocessing": p.steps}
+        result: dict[str, Any] = {"predictions": top_k(row, model.classes, k), "preprocessing": p.steps,
+                                  "decision": model.predictor.decide(row)}  # which rule answered (argmax or saved)
         if include_input:
             result["input"] = png_data_url(p.array)
         results.append(result)
