@@ -103,6 +103,7 @@ class TrainConfig:
     threads: int | None = opt(None, "CPU threads for torch (default: all cores)")
     eval_batch_size: int = opt(1024, "batch size for validation and test")
     progress: bool = opt(True, "show a progress bar")
+    framework: Literal["torch", "keras"] = opt("torch", "training framework: torch, or keras (Keras 3 on TensorFlow; extra cnnkit[keras])")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
