@@ -74,6 +74,12 @@ class RunDir:
         write_atomic(self.file("model.safetensors"), lambda p: save_file(tensors, str(p), metadata={"cnnkit": json.dumps(spec)}))
         self.write("model.json", spec)
 
+    @property
+    def weights_file(self) -> Path:
+        """The file holding the weights: model.keras for a Keras run, else model.safetensors."""
+        keras = self.file("model.keras")
+        return keras if keras.is_file() else self.file("model.safetensors")
+
     def load_weights(self) -> dict[str, torch.Tensor]:
         if not self.file("model.safetensors").is_file():
             raise CnnkitError(f"run {self.ref} has no weights (state: {self.status().get('state')}); it did not finish")
@@ -216,7 +222,12 @@ def load(ref: str, runs_dir: str | Path | None = None, device: str | torch.devic
     spec = run.read("model.json")
     if spec is None:
         raise CnnkitError(f"{run.path} has no model.json; it is not a cnnkit run")
-    model = build_from_spec(spec)
-    model.load_state_dict(run.load_weights())
+    if spec.get("framework") == "keras":  # a Keras run: a torch-callable wrapper around model.keras
+        from cnnkit.models.keras.module import load_keras_module
+
+        model: nn.Module = load_keras_module(run.path, spec)
+    else:
+        model = build_from_spec(spec)
+        model.load_state_dict(run.load_weights())
     model.to(device).eval()
     return LoadedRun(run, model, spec, run.load_config())

@@ -16,8 +16,11 @@ def register(verbs: argparse._SubParsersAction) -> None:
                         "the first is the default model")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1; about one per core)")
-    p.add_argument("--threads", type=int, default=1, help="threads per forward pass in each worker (default: 1)")
+    p.add_argument("--workers", default="auto",
+                   help="worker processes, or auto: one per core this process may use (affinity and cgroup "
+                        "quota; default)")
+    p.add_argument("--threads", default="auto",
+                   help="torch threads per forward pass in each worker, or auto (1 per worker; default)")
     p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
                    help="torch: eager PyTorch; onnx: export (checked against PyTorch) and run with ONNX Runtime; "
                         "onnx-int8: the INT8 export (cnnkit export --quantize int8), refused if it loses more than "
@@ -25,7 +28,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=int, default=32, help="images per forward pass at most (default: 32)")
     p.add_argument("--max-wait-ms", type=float, default=2.0,
                    help="how long the first image of a batch may wait for others (default: 2)")
-    p.add_argument("--max-queue", type=int, default=1024, help="images waiting per model before 503 (default: 1024)")
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="images waiting per model in each worker before 503 + Retry-After (default: 64)")
     p.add_argument("--digits", choices=("auto", "on", "off"), default="auto",
                    help="digit photo preprocessing: auto = for runs trained on digits (default)")
     p.add_argument("--max-images", type=int, default=64, help="images per request at most (default: 64)")
@@ -47,14 +51,32 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_request_mb <= 0 or args.max_images < 1 or args.max_pixels < 1 or args.timeout <= 0:
         raise CnnkitError("--max-request-mb, --max-images, --max-pixels and --timeout must be positive")
+    workers, threads, how = _workers(args.workers, args.threads)
     limits = Limits(max_request_bytes=int(args.max_request_mb * 1024 * 1024), max_pixels=args.max_pixels,
                     max_images=args.max_images, timeout_s=args.timeout)
     settings = ServeSettings(
         models=resolve_models(args.runs, args.runs_dir), backend=args.backend, host=args.host, port=args.port,
-        workers=args.workers, threads=args.threads, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        workers=workers, threads=threads, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue, digits=args.digits, limits=limits, data_dir=args.data_dir, runs_dir=args.runs_dir,
         admin_token=os.environ.get(ADMIN_ENV) or None)
     settings = export_models(settings, main_log)
     main_log(banner(settings))
+    main_log(f"  workers {workers} x {threads} torch thread(s): {how}")
     serve(settings, args.log_level)
     return 0
+
+
+def _workers(workers: str, threads: str) -> tuple[int, int, str]:
+    """``--workers``/``--threads`` (a number or auto) -> (workers, threads, how they were chosen)."""
+    from cnnkit.errors import CnnkitError
+    from cnnkit.serve.cores import auto_workers
+
+    auto_w, auto_t, how = auto_workers()
+    try:
+        chosen_w = auto_w if workers == "auto" else int(workers)
+        chosen_t = auto_t if threads == "auto" else int(threads)
+    except ValueError:
+        raise CnnkitError(f"--workers and --threads take a number or auto, got {workers!r} and {threads!r}") from None
+    if workers != "auto" or threads != "auto":
+        how = f"as given ({how})"
+    return chosen_w, chosen_t, how

@@ -148,7 +148,7 @@ def predict_log_probs(model: torch.nn.Module, images: torch.Tensor, pipeline: Ba
 
 
 def _weights_stamp(run: RunDir) -> list[int]:
-    st = run.file("model.safetensors").stat()
+    st = run.weights_file.stat()
     return [st.st_size, st.st_mtime_ns]
 
 

@@ -41,6 +41,11 @@ class Call:
     leaf: bool
 
 
+def _is_keras(model: Any) -> bool:
+    """A Keras run's model (cnnkit.models.keras.module.KerasModule): explained in TensorFlow."""
+    return getattr(model, "framework", "torch") == "keras"
+
+
 def _device(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
@@ -201,11 +206,15 @@ def explain_batch(model: nn.Module, inputs: torch.Tensor, target: Any = None, la
                   baseline: torch.Tensor | None = None, steps: int = 32) -> dict[str, Any]:
     """Predictions and attribution maps in one pass: {"probabilities" (N, K), "targets" (N,),
     "layer", and one (N, H, W) [0, 1] array per method}."""
-    from captum.attr import IntegratedGradients, LayerGradCam
-
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise CnnkitError(f"unknown attribution method {min(unknown)!r}; methods: {', '.join(METHODS)}")
+    if _is_keras(model):
+        from cnnkit.explain import keras as kx
+
+        return kx.explain_batch(model, inputs, target, layer, methods, baseline, steps)
+    from captum.attr import IntegratedGradients, LayerGradCam
+
     work = _work_copy(model)
     x = _batch(work, inputs)
     with torch.inference_mode(False), torch.enable_grad():
@@ -234,6 +243,10 @@ def pixel_baseline(pre: dict[str, Any], value: float = 0.0) -> torch.Tensor:
 
 def filters(model: nn.Module, layer: str | None = None) -> tuple[str, np.ndarray]:
     """The kernels of a Conv2d (default: the first one): (name, float32 (out, in, kh, kw))."""
+    if _is_keras(model):
+        from cnnkit.explain import keras as kx
+
+        return kx.filters(model, layer)
     names = conv_layers(model)
     if not names:
         raise CnnkitError("the model has no Conv2d layer")
@@ -245,6 +258,10 @@ def filters(model: nn.Module, layer: str | None = None) -> tuple[str, np.ndarray
 
 def feature_maps(model: nn.Module, inputs: torch.Tensor, layer: Any = None) -> tuple[str, np.ndarray]:
     """Activations of a layer (default: the first conv's rectified output): (name, float32 (N, C, h, w))."""
+    if _is_keras(model):
+        from cnnkit.explain import keras as kx
+
+        return kx.feature_maps(model, inputs, layer)
     work = _work_copy(model)
     x = _batch(work, inputs)
     calls, _ = trace(work, x)

@@ -100,7 +100,10 @@ def export_onnx(loaded: LoadedRun, path: str | Path, images: torch.Tensor, opset
     pre = loaded.spec["preprocess"]
     example = torch.zeros(2, pre["channels"], pre["input_size"], pre["input_size"])
     try:
-        _write_onnx(loaded.model.to("cpu").eval(), example, path, opset)
+        # A Keras run exports its PyTorch twin (same layers, its weights); the check below runs
+        # the Keras model itself, so the file is only kept if it computes what Keras computes.
+        model = loaded.model.torch_twin() if hasattr(loaded.model, "torch_twin") else loaded.model
+        _write_onnx(model.to("cpu").eval(), example, path, opset)
     except Exception as exc:  # noqa: BLE001 - the exporter fails in many ways on unusual models
         raise CnnkitError(f"cannot export {loaded.ref} ({loaded.spec['name']}) to ONNX: {type(exc).__name__}: {exc}") from None
     report = {"run": loaded.ref, "opset": _opset(path), "atol": atol, **compare(loaded, path, images)}

@@ -24,7 +24,7 @@ def report_rel(fmt: str) -> str:
 
 
 def weights_sha256(loaded: LoadedRun) -> str:
-    return file_digest(loaded.run.file("model.safetensors"), "sha256")
+    return file_digest(loaded.run.weights_file, "sha256")  # model.keras for a Keras run
 
 
 def versions() -> dict[str, str]:

@@ -108,7 +108,7 @@ class EfficientNetLite(nn.Module):
 def efficientnet_lite0(num_classes: int, in_channels: int, image_size: int, *, dropout: float = 0.2,
                        drop_connect: float = 0.2) -> nn.Module:
     """EfficientNet-Lite0 (4.7M parameters, 224 px); --pretrained: ImageNet weights from cnnkit[pretrained]."""
-    check_args("efficientnet-lite0", num_classes, in_channels, image_size, min_size=32)
+    check_args("efficientnet-lite0", num_classes, in_channels, image_size, min_size=8)
     check_dropout("efficientnet-lite0", drop_connect)
     return EfficientNetLite(num_classes, in_channels, check_dropout("efficientnet-lite0", dropout), float(drop_connect))
 

@@ -179,7 +179,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
             await registry.load(spec, make_current=True)
         registry.default = settings.models[0].name if settings.models else None
         follower = asyncio.create_task(shared.follow(registry)) if shared else None
-        registry.ready = True
+        registry.ready = True  # every model was warmed as it loaded (cnnkit.serve.warmup)
+        if shared:
+            shared.mark_ready()
         yield
         registry.ready = False
         if follower:
@@ -197,7 +199,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     _page_routes(app)
     _predict_routes(app, registry, settings)
     _explain_routes(app, registry, settings)
-    _v2_routes(app, registry, settings)
+    _v2_routes(app, registry, settings, shared)
     _admin_routes(app, registry, shared)
 
     @app.get("/metrics", tags=["operations"], response_class=Response,
@@ -275,7 +277,7 @@ def _explain_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettin
         app.post(f"{prefix}/explain", summary=f"Grad-CAM with {what}", **doc)(handler(where))
 
 
-def _v2_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings) -> None:
+def _v2_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings, shared: SharedState | None) -> None:
     limits = settings.limits
 
     def metadata(model: ServedModel) -> dict[str, Any]:
@@ -304,8 +306,10 @@ def _v2_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings) -
 
     @app.get("/v2/health/ready", tags=["kserve-v2"], responses=error_responses(503))
     async def ready() -> Any:
-        if not registry.ready:
-            return JSONResponse({"ready": False}, status_code=503)
+        """Ready once every model is warm, in every worker process (not only the one answering)."""
+        warm_workers = shared.workers_ready() if shared else 1
+        if not registry.ready or warm_workers < settings.workers:
+            return JSONResponse({"ready": False, "workers_ready": warm_workers}, status_code=503)
         return {"ready": True}
 
     def per_model(where: Callable[..., Target]) -> dict[str, Callable[..., Awaitable[Any]]]:

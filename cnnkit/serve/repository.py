@@ -36,6 +36,7 @@ class ServedModel:
     backend: Any  # cnnkit.serve.backends.Backend
     batcher: Batcher[np.ndarray, np.ndarray] | None = None
     loaded_at: float = field(default_factory=time.time)
+    warm_s: float | None = None  # how long warming took (see cnnkit.serve.warmup); None: not warmed
 
     @property
     def name(self) -> str:
@@ -112,7 +113,11 @@ def load_model(spec: ModelSpec, settings: ServeSettings) -> ServedModel:
         backend: Any = OnnxBackend(path, predictor.pre, settings.threads, name=settings.backend)
     else:
         backend = TorchBackend(predictor.model, predictor.pre)
-    return ServedModel(spec, predictor, backend)
+    model = ServedModel(spec, predictor, backend)
+    from cnnkit.serve.warmup import warm
+
+    model.warm_s = warm(model, settings.max_batch)  # before it is added: a version takes traffic only warm
+    return model
 
 
 class ModelRegistry:
@@ -196,6 +201,25 @@ class SharedState:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._seen = 0.0
+
+    def mark_ready(self) -> None:
+        """This worker is warm: a marker file named by its pid, beside the state file."""
+        folder = self.path.parent / "ready"
+        folder.mkdir(exist_ok=True)
+        (folder / str(os.getpid())).touch()
+
+    def workers_ready(self) -> int:
+        """Live workers that marked themselves warm (a killed one's marker no longer counts)."""
+        count = 0
+        for marker in (self.path.parent / "ready").glob("*"):
+            try:
+                os.kill(int(marker.name), 0)
+                count += 1
+            except (ValueError, ProcessLookupError):
+                marker.unlink(missing_ok=True)
+            except PermissionError:
+                count += 1
+        return count
 
     def publish(self, registry: ModelRegistry) -> None:
         write_json(self.path, {**registry.snapshot(), "written": time.time(), "pid": os.getpid()})

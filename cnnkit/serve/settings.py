@@ -46,7 +46,10 @@ class ServeSettings:
     threads: int = 1  # intra-op threads per worker for the forward pass
     max_batch: int = 32  # images in one forward pass
     max_wait_ms: float = 2.0  # how long a batch may wait to fill up once its first image arrived
-    max_queue: int = 1024  # images waiting per model; beyond, 503 + Retry-After
+    # Images waiting per model per worker; beyond, 503 + Retry-After. Small on purpose: a queue
+    # of 2 batches is ~2 forward passes of wait, so under overload accepted requests keep a
+    # bounded latency and the rest are shed at once instead of timing out (issue 17).
+    max_queue: int = 64
     digits: Literal["auto", "on", "off"] = "auto"  # digit photo preprocessing default
     limits: Limits = field(default_factory=Limits)
     state_file: str | None = None  # shared by workers so an admin load reaches all of them

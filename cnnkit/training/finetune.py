@@ -200,7 +200,8 @@ def copy_matching(model: nn.Module, parent: Parent, classes: list[str] | None = 
             adapted.append(key)
         else:
             skipped.append(f"{key} (shape {tuple(src.shape)} -> {tuple(target.shape)})")
-    tensors = [k for k in copied if own[k].is_floating_point()]
+    # A shared head alone (same classes) is no common architecture: count the backbone's tensors.
+    tensors = [k for k in copied if own[k].is_floating_point() and not k.startswith(head)]
     if not tensors and not adapted:
         raise CnnkitError(f"--init {parent.source}: its architecture ({parent.spec.get('name')}) shares no tensor "
                           f"with the new model; nothing to start from")

@@ -151,6 +151,11 @@ def train_run(cfg: Config, resume: str | None = None, callbacks: Sequence[Callba
     ckpt = None
     if resume is not None:
         run, cfg = _resumable(resume, cfg.run.runs_dir)
+    if cfg.train.framework == "keras":  # the same flow and run folder, in Keras (cnnkit[keras])
+        from cnnkit.training.keras.run import train_keras
+
+        return train_keras(cfg, run, callbacks, on_created)
+    if run is not None:
         ckpt = run.load_checkpoint()
     t = cfg.train
     engine = make_engine(t.device, t.amp, t.channels_last, t.threads)

@@ -29,7 +29,7 @@ def _dicom_folder(root: Path, n: int = 24) -> Path:
 
 def test_dicom_rule_init_lineage_and_refusals(cli, tmp_path: Path) -> None:
     data = _dicom_folder(tmp_path / "xray")
-    common = ("--image-size", "16", "--epochs", "3", "--batch-size", "8", "--no-progress", "--val-fraction", "0.25")
+    common = ("--image-size", "16", "--epochs", "2", "--batch-size", "8", "--no-progress", "--val-fraction", "0.25")
     cli("train", "--data", str(data), "--name", "xr", *common)
 
     out = as_json(cli("eval", "xr", "--target-recall", "disease=0.95", "--save-rule", "--json"))

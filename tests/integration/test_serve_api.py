@@ -350,3 +350,10 @@ def test_hot_swap_under_load_fails_no_request(server: str, mnist):
     assert httpx.post(f"{server}/models/digits/versions/1/predict", files=files(blob)).status_code == 404
     r = httpx.delete(f"{server}/admin/models/digits/versions/2", headers=auth)
     assert r.status_code == 409 and r.json()["kind"] == "last_model"
+
+
+def test_ready_means_warm(client):
+    """Every version answering is warm: each batch shape ran before /v2/health/ready said yes."""
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    models = client.app.state.registry.models()
+    assert models and all(m.warm_s is not None and m.warm_s > 0 for m in models)
