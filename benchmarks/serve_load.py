@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # serve_faults beside this file
 BOUNDARY = "cnnkitbenchboundary"
 
 
@@ -126,6 +127,8 @@ async def _client(host: str, port: int, request: bytes, deadline: float, latenci
             await reader.readexactly(length)
             latencies.append(time.perf_counter() - start)
             status.append(int(head.split(b" ", 2)[1]))
+            if status[-1] == 503 and not re.search(rb"(?i)retry-after:", head):
+                status[-1] = -503  # shed without Retry-After: counted apart
             if re.search(rb"(?i)connection:\s*close", head):
                 writer.close()
                 reader, writer = await asyncio.open_connection(host, port)
@@ -149,10 +152,17 @@ def run_python(url: str, body: bytes, conns: int, seconds: float) -> dict[str, f
     start = time.perf_counter()
     asyncio.run(main())
     elapsed = time.perf_counter() - start
+    ok = sorted(t for t, s in zip(latencies, status) if s == 200)
     lat = sorted(latencies)
-    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")  # noqa: E731
-    return {"rps": len(lat) / elapsed, "p50_ms": pick(0.50), "p99_ms": pick(0.99),
-            "non_2xx": sum(1 for s in status if s >= 300), "socket_errors": ""}
+
+    def pick(values: list[float], q: float) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
+
+    return {"rps": len(lat) / elapsed, "p50_ms": pick(lat, 0.50), "p99_ms": pick(lat, 0.99),
+            "non_2xx": sum(1 for s in status if s >= 300 or s < 0), "socket_errors": "",
+            "accepted_rps": len(ok) / elapsed, "accepted_p50_ms": pick(ok, 0.50), "accepted_p99_ms": pick(ok, 0.99),
+            "shed_503_retry_after": status.count(503), "shed_503_without_retry_after": status.count(-503),
+            "other_non_2xx": sum(1 for s in status if s not in (200, 503, -503))}
 
 
 def measure(url: str, body: bytes, body_file: Path, conns: int, seconds: float) -> dict[str, float]:
@@ -161,12 +171,66 @@ def measure(url: str, body: bytes, body_file: Path, conns: int, seconds: float) 
     return run_python(url, body, conns, seconds)
 
 
+def soak(url: str, body: bytes, body_file: Path, pid: int, seconds: float, name: str) -> dict:
+    """Load for ``seconds`` in windows of up to 60 s; RSS after the first window vs the end."""
+    windows, rss = [], [rss_mb(pid)]
+    left = seconds
+    while left > 0:
+        r = measure(url, body, body_file, 16, min(60.0, left))
+        left -= min(60.0, left)
+        windows.append(r)
+        rss.append(rss_mb(pid))
+    first, last = windows[0], windows[-1]
+    growth = (rss[-1] - rss[1]) / rss[1] * 100 if len(rss) > 2 else float("nan")
+    out = {"seconds": seconds, "rss_mb": [round(v, 1) for v in rss], "rss_growth_after_first_window_pct": round(growth, 2),
+           "first_window": first, "last_window": last, "errors": sum(w["non_2xx"] for w in windows),
+           "socket_errors": [w["socket_errors"] for w in windows if w["socket_errors"]]}
+    print(f"soak {name} {seconds:.0f} s at c=16: first window {first['rps']:.0f} req/s p50 {first['p50_ms']:.2f} "
+          f"p99 {first['p99_ms']:.2f} ms | last {last['rps']:.0f} req/s p50 {last['p50_ms']:.2f} p99 {last['p99_ms']:.2f} ms"
+          f" | RSS {rss[0]:.1f} -> {rss[1]:.1f} -> {rss[-1]:.1f} MB ({growth:+.2f}% after the first window), "
+          f"errors {out['errors']} {out['socket_errors']}", flush=True)
+    return out
+
+
+def run_faults(args: argparse.Namespace, body: bytes, env: dict[str, str]) -> dict:
+    import serve_faults as faults
+
+    names = list(faults.SCENARIOS) if args.faults == "all" else args.faults.split(",")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        body_file = Path(tmp) / "body.bin"
+        body_file.write_bytes(body)
+        from cnnkit.runs import RunStore
+
+        run_path = str(RunStore(args.runs_dir).get(args.run).path)
+
+        def start_server(over: dict) -> tuple[subprocess.Popen, int]:
+            port = faults.free_port()
+            a = argparse.Namespace(**{**vars(args), **over})
+            cmd = [c.replace("{port}", str(port)) for c in servers(a)["cnnkit-torch"]]
+            return start(cmd, f"http://127.0.0.1:{port}/v2/health/ready", {**env, "CNNKIT_ADMIN_TOKEN": faults.TOKEN},
+                         Path(tmp) / f"fault-{port}.log"), port
+
+        ctx = {"start": start_server, "stop": stop, "body": body, "tmp": tmp, "run_path": run_path,
+               "measure": lambda port, c, s: measure(f"http://127.0.0.1:{port}/predict", body, body_file, c, s),
+               "by_status": lambda port, c, s: run_python(f"http://127.0.0.1:{port}/predict", body, c, s)}
+        for name in names:
+            r = faults.SCENARIOS[name](ctx)
+            if "socket_errors" in r or "non_2xx" in r:
+                r["failed_requests"] = faults.errors_of(r)
+            results[name] = r
+            print(faults.summary(name, r), flush=True)
+    return results
+
+
 def servers(args: argparse.Namespace) -> dict[str, list[str]]:
     py = sys.executable
     runs = ["--runs-dir", args.runs_dir] if args.runs_dir else []
     data = ["--data-dir", args.data_dir]
-    serve = [py, "-m", "cnnkit", "serve", args.run, *runs, *data, "--workers", str(args.workers),
-             "--threads", str(args.threads), "--max-wait-ms", str(args.max_wait_ms)]
+    # Only what was asked for: by default the server runs as a user starts it (--workers auto).
+    tuning = [flag for name in ("workers", "threads", "max_wait_ms") if getattr(args, name) is not None
+              for flag in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
+    serve = [py, "-m", "cnnkit", "serve", args.run, *runs, *data, *tuning]
     return {
         "flask-baseline": [py, str(HERE / "flask_baseline.py"), args.run, *runs, "--port", "{port}"],
         "cnnkit-torch": [*serve, "--backend", "torch", "--port", "{port}"],
@@ -181,11 +245,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=os.environ.get("CNNKIT_DATA") or str(HERE.parents[1] / "shared" / "data"))
     p.add_argument("--duration", type=float, default=15.0, help="seconds per measurement (default: 15)")
     p.add_argument("--concurrency", default="1,16,64")
-    p.add_argument("--workers", type=int, default=2, help="cnnkit serve worker processes (default: 2)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--max-wait-ms", type=float, default=2.0)
+    p.add_argument("--workers", help="cnnkit serve --workers (default: the server's, auto)")
+    p.add_argument("--threads", help="cnnkit serve --threads (default: the server's, auto)")
+    p.add_argument("--max-wait-ms", type=float)
+    p.add_argument("--warmup-seconds", type=float, default=0.0,
+                   help="client-side warm-up before measuring (default: 0: measured right after ready, cold)")
+    p.add_argument("--faults", default="",
+                   help="then run these fault scenarios on cnnkit-torch: kill9,sigterm,overload,slow,admin (or all)")
     p.add_argument("--only", help="comma-separated subset of flask-baseline,cnnkit-torch,cnnkit-onnx")
-    p.add_argument("--soak-seconds", type=float, default=0.0, help="then load cnnkit-torch this long, RSS before/after")
+    p.add_argument("--soak-seconds", type=float, default=0.0,
+                   help="then load each cnnkit server this long at c=16 in 60 s windows: RSS before/after, "
+                        "first and last window percentiles")
     p.add_argument("--port", type=int, default=8790)
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
@@ -204,23 +274,20 @@ def main(argv: list[str] | None = None) -> int:
             ready = f"http://127.0.0.1:{port}/v2/health/ready" if "cnnkit" in name else url
             proc = start(cmd, ready, env, Path(tmp) / f"{name}.log")
             try:
-                measure(url, body, body_file, 4, 2.0)  # warm-up
+                if args.warmup_seconds:
+                    measure(url, body, body_file, 4, args.warmup_seconds)
                 results[name] = {}
                 for conns in (int(c) for c in args.concurrency.split(",")):
                     r = measure(url, body, body_file, conns, args.duration)
                     results[name][f"c{conns}"] = r
                     print(f"{name:15s} c={conns:<3d} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
                           f"p99 {r['p99_ms']:7.2f} ms  non-2xx {r['non_2xx']} {r['socket_errors']}", flush=True)
-                if args.soak_seconds and name == "cnnkit-torch":
-                    before = rss_mb(proc.pid)
-                    r = measure(url, body, body_file, 16, args.soak_seconds)
-                    after = rss_mb(proc.pid)
-                    results["soak"] = {"seconds": args.soak_seconds, "rss_mb_before": round(before, 1),
-                                       "rss_mb_after": round(after, 1), **r}
-                    print(f"soak {args.soak_seconds:.0f} s at c=16: {r['rps']:.0f} req/s, RSS {before:.1f} MB -> "
-                          f"{after:.1f} MB, non-2xx {r['non_2xx']}", flush=True)
+                if args.soak_seconds and name.startswith("cnnkit"):
+                    results[f"soak-{name}"] = soak(url, body, body_file, proc.pid, args.soak_seconds, name)
             finally:
                 stop(proc)
+    if args.faults:
+        results["faults"] = run_faults(args, body, env)
     base = results.get("flask-baseline", {}).get("c16")
     for name in ("cnnkit-torch", "cnnkit-onnx"):
         if base and name in results and "c16" in results[name]:

@@ -55,7 +55,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = opt("cnn", "registered model (cnnkit models), or tv:NAME / timm:NAME", "--model")
-    pretrained: bool = opt(False, "load published weights for tv:/timm: models (from the local cache)")
+    pretrained: bool = opt(False, "load published weights: efficientnet-lite0 (cnnkit[pretrained]), tv:/timm: models "
+                           "(from the local cache)")
     kwargs: dict = opt({}, "builder arguments, e.g. width=48 dropout=0.2", "--model-kwargs")
     init: str | None = opt(None, "start from another run's weights: NAME[:vN], a run or Hub folder, or hf://OWNER/REPO "
                            "(tensors whose name and shape match are copied; the head is new)", "--init")

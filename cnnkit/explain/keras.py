@@ -74,7 +74,7 @@ def _gradcam(model: Any, x: np.ndarray, targets: np.ndarray, name: str) -> torch
     grads = tape.gradient(score, acts)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # one weight per channel (NHWC)
     cam = tf.nn.relu(tf.reduce_sum(weights * acts, axis=-1))
-    return torch.from_numpy(np.asarray(cam))[:, None]
+    return torch.from_numpy(np.array(cam))[:, None]
 
 
 def _integrated_gradients(model: Any, x: np.ndarray, base: np.ndarray, targets: np.ndarray, steps: int) -> np.ndarray:

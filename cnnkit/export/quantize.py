@@ -2,7 +2,8 @@
 
 Static (activations calibrated ahead of time, not per batch), QDQ format (QuantizeLinear /
 DequantizeLinear pairs ONNX Runtime fuses into integer kernels), per-channel int8 weights, uint8
-activations (the u8 x s8 products AVX-512 VNNI does in one instruction). The FP32 model first goes
+activations (the u8 x s8 products AVX-512 VNNI does in one instruction); the convs that read
+the 1-3 channel image stay in float (``image_convs``). The FP32 model first goes
 through ``quant_pre_process`` (shape inference and graph optimization, as ONNX Runtime advises), and
 calibration runs on ``CALIBRATION_IMAGES`` training images of the run's own data (a seeded sample,
 so the same weights always give the same INT8 model). The result is accepted only if its accuracy
@@ -69,18 +70,38 @@ def calibration_batches(loaded: LoadedRun, data_dir: str | None, n: int = CALIBR
     return [pipeline(images[pick[i:i + batch_size]]).numpy() for i in range(0, len(pick), batch_size)]
 
 
-def quantize(fp32: Path, out: Path, batches: list[np.ndarray]) -> None:
-    """quant_pre_process + quantize_static (QDQ, per-channel s8 weights, u8 activations) into ``out``."""
+def image_convs(model_path: Path, max_channels: int = 3) -> list[str]:
+    """Conv nodes reading the image itself (1-3 channels). They stay in float: with K = 9 x C their
+    int8 GEMM is too short for VNNI to pay (measured: the first conv of the MNIST cnn ran 2.6x
+    slower in int8 than in FP32), and the raw image is where rounding costs most accuracy."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    inputs = {i.name: i for i in model.graph.input}
+    out = []
+    for node in model.graph.node:
+        source = inputs.get(node.input[0]) if node.op_type == "Conv" and node.input else None
+        dims = source.type.tensor_type.shape.dim if source is not None else []
+        if len(dims) > 1 and dims[1].HasField("dim_value") and dims[1].dim_value <= max_channels:
+            out.append(node.name)
+    return out
+
+
+def quantize(fp32: Path, out: Path, batches: list[np.ndarray]) -> list[str]:
+    """quant_pre_process + quantize_static (QDQ, per-channel s8 weights, u8 activations) into ``out``;
+    returns the nodes left in float (``image_convs``)."""
     q = _ort()
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="cnnkit-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
+        keep_float = image_convs(pre)
         write_atomic(out, lambda p: q.quantize_static(
             str(pre), str(p), _Calibration(batches, "input"), quant_format=q.QuantFormat.QDQ, per_channel=True,
-            activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+            activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8, nodes_to_exclude=keep_float,
             calibrate_method=q.CalibrationMethod.MinMax, extra_options={"ActivationSymmetric": False}))
+    return keep_float
 
 
 def accuracy(session: Any, images: torch.Tensor, labels: torch.Tensor, pipeline: Any, batch_size: int = 500) -> float:
@@ -144,14 +165,15 @@ def int8_for_run(loaded: LoadedRun, data_dir: str | None = None, max_drop: float
     def build(target: Path) -> dict[str, Any]:
         batches = calibration_batches(loaded, data_dir)
         try:
-            quantize(fp32, target, batches)
+            float_nodes = quantize(fp32, target, batches)
         except Exception as exc:  # noqa: BLE001 - the quantizer fails in many ways on unusual graphs
             raise CnnkitError(f"cannot quantize the ONNX export of {loaded.ref}: {type(exc).__name__}: {exc}") from None
         figures = measure(loaded, fp32, target, data_dir, n_threads)
         gate(loaded.ref, figures, max_drop, force)
         return {"opset": fp32_report["opset"], "quantization": {
                     "method": "static", "format": "QDQ", "per_channel": True, "weights": "int8", "activations": "uint8",
-                    "calibration": "minmax", "calibration_images": sum(len(b) for b in batches), "pre_process": True},
+                    "calibration": "minmax", "calibration_images": sum(len(b) for b in batches), "pre_process": True,
+                    "float_nodes": float_nodes},
                 "fp32_sha256": fp32_report["sha256"], "max_drop": max_drop, "forced": bool(force), **figures}
 
     path, report = checked_export(loaded, FORMAT, INT8_FILE, build)

@@ -61,20 +61,21 @@ class Target:
     version: str | None
 
 
-def _default_model() -> Target:
+async def _default_model() -> Target:
     return Target(None, None)
 
 
-def _named_model(name: str) -> Target:
+async def _named_model(name: str) -> Target:
     return Target(name, None)
 
 
-def _model_version(name: str, version: str) -> Target:
+async def _model_version(name: str, version: str) -> Target:
     return Target(name, version)
 
 
+# (async: FastAPI would run a plain def dependency in a thread pool, a thread hop per request.)
 # Each per-model route is served under these prefixes: (prefix, path-parameter dependency, what).
-TARGETS: tuple[tuple[str, Callable[..., Target], str], ...] = (
+TARGETS: tuple[tuple[str, Callable[..., Awaitable[Target]], str], ...] = (
     ("", _default_model, "the default model"),
     ("/models/{name}", _named_model, "a model's current version"),
     ("/models/{name}/versions/{version}", _model_version, "one version"),
@@ -234,7 +235,7 @@ def _predict_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettin
                description="Top classes for one or many images: multipart fields named ``file`` (repeatable), "
                            "JSON ``{\"images\": [base64, ...]}`` or a raw image body. One result per image, in order.")
 
-    def handler(where: Callable[..., Target]) -> Callable[..., Awaitable[JSONResponse]]:
+    def handler(where: Callable[..., Awaitable[Target]]) -> Callable[..., Awaitable[JSONResponse]]:
         located = Depends(where)
 
         async def predict(request: Request, at: Target = located, top_k: int = TOP_K,
@@ -262,7 +263,7 @@ def _explain_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettin
                description="Where the model looked: Grad-CAM of the last conv layer for each image, with predictions.")
     target_q = Query(None, ge=0, description="class to explain (default: each image's top class)")
 
-    def handler(where: Callable[..., Target]) -> Callable[..., Awaitable[JSONResponse]]:
+    def handler(where: Callable[..., Awaitable[Target]]) -> Callable[..., Awaitable[JSONResponse]]:
         located = Depends(where)
 
         async def explain(request: Request, at: Target = located, top_k: int = TOP_K,
@@ -312,7 +313,7 @@ def _v2_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings, s
             return JSONResponse({"ready": False, "workers_ready": warm_workers}, status_code=503)
         return {"ready": True}
 
-    def per_model(where: Callable[..., Target]) -> dict[str, Callable[..., Awaitable[Any]]]:
+    def per_model(where: Callable[..., Awaitable[Target]]) -> dict[str, Callable[..., Awaitable[Any]]]:
         located = Depends(where)
 
         async def model_metadata(at: Target = located) -> dict[str, Any]:

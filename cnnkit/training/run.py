@@ -30,6 +30,7 @@ from cnnkit.models import build_model, pretrained_input, resolved_options
 from cnnkit.runs import RunDir, RunStore, slug
 from cnnkit.training import finetune
 from cnnkit.training.loop import Callback, FitResult, fit
+from cnnkit.training.reference_stats import store_reference
 
 log = logging.getLogger(__name__)
 IMAGENET = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -210,6 +211,7 @@ def _train_and_save(cfg: Config, engine: Engine, ds: Dataset, model: torch.nn.Mo
         run.write("history.json", result.history)
         run.write("metrics.json", metrics)
         _store_diagnosis(run, result.history)
+        store_reference(run, result.model, ds, pipes[1], engine, cfg.train.eval_batch_size, cfg.train.seed)  # drift (issue 16)
         run.set_status("finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return TrainOutcome(run, metrics, result.history)
 

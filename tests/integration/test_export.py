@@ -97,6 +97,7 @@ def test_int8_export_reports_both_models_on_the_full_test_set(runs: Path, data_d
     assert code == 0 and r["format"] == "onnx-int8" and r["test_images"] == 10000
     assert r["quantization"]["format"] == "QDQ" and r["quantization"]["per_channel"]
     assert r["quantization"]["calibration_images"] == 512
+    assert len(r["quantization"]["float_nodes"]) == 1  # the conv that reads the 1-channel image
     assert r["int8"]["bytes"] < 0.5 * r["fp32"]["bytes"] and r["int8"]["bytes"] == Path(r["path"]).stat().st_size
     assert r["fp32"]["accuracy"] > 0.85 and r["accuracy_drop_points"] <= 0.5
     assert r["fp32"]["images_per_s"] > 0 and r["int8"]["images_per_s"] > 0

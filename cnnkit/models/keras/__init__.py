@@ -21,6 +21,13 @@ def import_keras() -> ModuleType:
         os.environ["KERAS_BACKEND"] = "tensorflow"
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up banner is not for users
     try:
+        # Triton's native library (shipped with CUDA builds of torch, imported lazily by torch's
+        # compiler stack: the ONNX exporter, captum) crashes the process if it loads after
+        # TensorFlow's; loading it first is safe.
+        import triton  # noqa: F401
+    except ImportError:
+        pass
+    try:
         import keras
         import tensorflow  # noqa: F401 - the backend must be importable too
     except ImportError:

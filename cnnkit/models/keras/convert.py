@@ -62,8 +62,8 @@ def load_state_dict_into_keras(model: Any, state: dict[str, torch.Tensor]) -> No
 
 def torch_twin(model: Any, spec: dict[str, Any]) -> torch.nn.Module:
     """The PyTorch model of ``spec`` holding ``model``'s weights, in eval mode."""
-    from cnnkit.runs import build_from_spec
+    from cnnkit.models import build_model
 
-    twin = build_from_spec(spec)
+    twin = build_model(spec["name"], spec["num_classes"], spec["in_channels"], spec["image_size"], **spec["kwargs"])
     twin.load_state_dict(keras_to_state_dict(model))
     return twin.eval()

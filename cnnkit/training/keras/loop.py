@@ -174,8 +174,9 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any) -> KerasState:
     for prefix, variables in (("model", model.variables), ("optimizer", optimizer.variables)):
         for i, v in enumerate(variables):
             saved = arrays.get(f"{prefix}/{i}")
-            if saved is None or tuple(saved.shape) != tuple(v.shape):
+            # (safetensors stores a scalar, such as the step counter, with shape (1,))
+            if saved is None or saved.size != int(np.prod(v.shape)):
                 raise CnnkitError(f"checkpoint {path} does not match this model ({prefix} variable {i}); cannot resume")
-            v.assign(saved)
+            v.assign(saved.reshape(tuple(v.shape)))
     best = [arrays[f"best/{i}"] for i in range(len(model.get_weights())) if f"best/{i}" in arrays] or None
     return KerasState(list(meta["history"]), dict(meta["best"]), best, int(meta["bad_epochs"]), int(meta["epoch"]))
