@@ -136,6 +136,15 @@ class TrainConfig:
 class RunConfig:
     name: str | None = opt(None, "run name (default: DATA-MODEL)", "--name")
     runs_dir: str | None = opt(None, "where runs live (default: $CNNKIT_RUNS, else ./runs)")
+    track: Literal["none", "mlflow"] = opt("none", "mirror the run to an experiment tracker: mlflow (extra "
+                                           "cnnkit[mlflow]); the run store stays the source of truth")
+    tracking_uri: str | None = opt(None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlruns)")
+    register: str | None = opt(None, "with --track mlflow: register the trained model as a new version of this "
+                               "name in MLflow's model registry")
+
+    def __post_init__(self) -> None:
+        if self.register is not None and self.track == "none":
+            raise CnnkitError("run.register needs run.track mlflow (--track mlflow)")
 
 
 @dataclass

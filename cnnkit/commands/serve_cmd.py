@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from cnnkit.cli import add_runs_dir
+from cnnkit.commands.monitoring_flags import add_monitoring_flags, monitoring_from_args
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -39,6 +40,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     add_runs_dir(p)
     p.add_argument("--data-dir", help="data root, to check ONNX exports on the runs' test images")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    add_monitoring_flags(p)
     p.set_defaults(handler=run)
 
 
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         models=resolve_models(args.runs, args.runs_dir), backend=args.backend, host=args.host, port=args.port,
         workers=workers, threads=threads, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue, digits=args.digits, limits=limits, data_dir=args.data_dir, runs_dir=args.runs_dir,
-        admin_token=os.environ.get(ADMIN_ENV) or None)
+        admin_token=os.environ.get(ADMIN_ENV) or None, monitoring=monitoring_from_args(args))
     settings = export_models(settings, main_log)
     main_log(banner(settings))
     main_log(f"  workers {workers} x {threads} torch thread(s): {how}")

@@ -52,5 +52,9 @@ def run(args: argparse.Namespace) -> int:
 
         text += f"\n  {summary_line(init)}"
     text += f"\n  saved in {outcome.run.path}"
+    if m.get("mlflow"):
+        from cnnkit.training.tracking import summary_line
+
+        text += f"\n  {summary_line(m['mlflow'])}"
     emit(args, {"run": outcome.run.ref, "path": str(outcome.run.path), **m}, text)
     return 0

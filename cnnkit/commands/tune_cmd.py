@@ -38,6 +38,10 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the study's summary as JSON")
     add_config_flags(p, ("data", "model", "train"))
     add_runs_dir(p, "run.runs_dir")
+    p.add_argument("--track", dest="run.track", choices=("none", "mlflow"), default=argparse.SUPPRESS,
+                   help="mlflow: one MLflow run per trial, nested under a run for the study (extra cnnkit[mlflow])")
+    p.add_argument("--tracking-uri", dest="run.tracking_uri", metavar="URI", default=argparse.SUPPRESS,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlruns)")
     p.set_defaults(handler=run_tune)
     sub = p.add_subparsers(dest="tune_verb", metavar="{show}", parser_class=type(p))
     show = sub.add_parser("show", help="best value and params, trial counts, plots of a study")
@@ -89,6 +93,10 @@ def run_tune(args: argparse.Namespace) -> int:
     text = format_summary(summary) + f"\n  in {summary['seconds']:.0f}s with {summary['workers']} worker(s)"
     if summary["best_trial"] is not None:
         text += f"\n  next: cnnkit tune show {summary['study']}   cnnkit train --from-study {summary['study']}"
+    if summary.get("mlflow"):
+        from cnnkit.training.tracking import summary_line
+
+        text += f"\n  {summary_line(summary['mlflow'])}"
     emit(args, summary, text)
     return _worker_problems(summary["worker_exit_codes"])
 

@@ -81,6 +81,9 @@ def export_run(run: LoadedRun | str, format: str, quantize: str | None = None, o
     if include_onnx and format != "hf":
         raise CnnkitError("--include-onnx applies to --format hf only")
     loaded = run if isinstance(run, LoadedRun) else load(run, runs_dir)
+    if loaded.spec.get("framework") == "keras" and format != "onnx":
+        raise CnnkitError(f"--format {format} is not available for the Keras run {loaded.ref}: "
+                          "Keras runs export to ONNX (--format onnx)")
     from cnnkit.export.quantize import MAX_DROP
 
     path, report = _artifact(loaded, format, quantize, data_dir, MAX_DROP if max_drop is None else max_drop, force,

@@ -27,6 +27,7 @@ from cnnkit.serve import service
 from cnnkit.serve.batching import BatcherClosed, QueueFull
 from cnnkit.serve.inputs import read_images
 from cnnkit.serve.limits import ApiError, BodyLimit
+from cnnkit.serve.monitoring import observer_for
 from cnnkit.serve.prometheus import Metrics
 from cnnkit.serve.repository import ModelRegistry, ServedModel, SharedState
 from cnnkit.serve.schemas import (
@@ -170,6 +171,7 @@ class MetricsMiddleware:
 def create_app(settings: ServeSettings) -> FastAPI:
     metrics = Metrics.create()
     registry = ModelRegistry(settings, metrics)
+    registry.observer = observer_for(settings, metrics)  # prediction log + drift (issue 16); None: off
     shared = SharedState(settings.state_file) if settings.state_file else None
 
     @asynccontextmanager
@@ -188,6 +190,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if follower:
             follower.cancel()
         await registry.close()
+        if registry.observer is not None:
+            registry.observer.close()  # writes every queued log line before the process exits
 
     app = FastAPI(title="cnnkit", version=_version_string(), lifespan=lifespan,
                   description="Predictions from cnnkit runs: a JSON API, the KServe v2 inference protocol, "

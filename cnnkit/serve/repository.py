@@ -37,6 +37,7 @@ class ServedModel:
     batcher: Batcher[np.ndarray, np.ndarray] | None = None
     loaded_at: float = field(default_factory=time.time)
     warm_s: float | None = None  # how long warming took (see cnnkit.serve.warmup); None: not warmed
+    observer: Any = None  # cnnkit.serve.monitoring.Observer: prediction log + drift; None: off
 
     @property
     def name(self) -> str:
@@ -128,6 +129,7 @@ class ModelRegistry:
         self.default: str | None = settings.models[0].name if settings.models else None
         self.ready = False
         self._lock = asyncio.Lock()  # one load or unload at a time
+        self.observer: Any = None  # set by create_app; given to every model added
 
     def models(self) -> list[ServedModel]:
         return [m for versions in self._models.values() for _, m in sorted(versions.items())]
@@ -153,6 +155,7 @@ class ModelRegistry:
 
     async def add(self, model: ServedModel, make_current: bool = True) -> None:
         model.start(self.settings, self.metrics)
+        model.observer = self.observer
         old = self._models.get(model.name, {}).get(model.version)
         self._models.setdefault(model.name, {})[model.version] = model
         if make_current or model.name not in self._current:

@@ -73,8 +73,10 @@ async def predict(model: ServedModel, read: Awaitable[list[bytes]], k: int, mode
     """``read`` yields the request's encoded images; the batcher knows this request is coming
     while they are read and decoded, so it can wait for it to fill the next batch."""
     with model.incoming():
-        prepared = await prepare_async(model, await read, mode, limits)
+        blobs = await read
+        prepared = await prepare_async(model, blobs, mode, limits)
     probs = await model.probabilities([p.array for p in prepared])
+    _observe(model, [p.array for p in prepared], probs, "predict", blobs, [p.steps for p in prepared])
     results = []
     for p, row in zip(prepared, probs):
         result: dict[str, Any] = {"predictions": top_k(row, model.classes, k), "preprocessing": p.steps,
@@ -83,6 +85,14 @@ async def predict(model: ServedModel, read: Awaitable[list[bytes]], k: int, mode
             result["input"] = png_data_url(p.array)
         results.append(result)
     return {"model": model.name, "version": model.version, "results": results}
+
+
+def _observe(model: ServedModel, arrays: list[np.ndarray], probs: Sequence[np.ndarray], route: str,
+             blobs: Sequence[bytes] | None = None, steps: Sequence[Sequence[str]] | None = None) -> None:
+    """Prediction log + drift window (cnnkit.serve.monitoring), when the server has them on."""
+    if model.observer is not None:  # (KServe v2 FP32 tensors are 0..1: the statistics read uint8)
+        arrays = [a if a.dtype == np.uint8 else np.clip(np.rint(a * 255), 0, 255).astype(np.uint8) for a in arrays]
+        model.observer.record(model, arrays, probs, route, blobs, steps)
 
 
 def _colormap(heat: np.ndarray) -> np.ndarray:
@@ -133,6 +143,7 @@ async def explain(model: ServedModel, read: Awaitable[list[bytes]], k: int, targ
     prepared = await prepare_async(model, blobs, mode, limits)
     arrays = [p.array for p in prepared]
     out = await asyncio.to_thread(_gradcam, model, arrays, target)
+    _observe(model, arrays, list(out["probabilities"]), "explain", blobs, [p.steps for p in prepared])
     results = []
     for i, p in enumerate(prepared):
         heat = out["gradcam"][i]
@@ -162,5 +173,6 @@ async def infer_v2(model: ServedModel, body: bytes, headers: Any, limits: Limits
         with model.incoming():
             items = [p.array for p in await prepare_async(model, items, "auto", limits)]
     probs = np.stack(await model.probabilities(items))
+    _observe(model, items, list(probs), "v2")
     labels = [model.classes[int(row.argmax())] for row in probs]
     return v2.encode_infer_response(model.name, model.version, req, probs, labels)

@@ -37,6 +37,25 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    """Prediction logs and drift scores (cnnkit.serve.monitoring; issue 16)."""
+
+    log_dir: str | None = None  # --log-predictions DIR; None: no log
+    log_inputs: bool = False  # --log-inputs: a PNG thumbnail of the model's input in each line
+    max_file_mb: float = 16.0  # one log file, before the next is started
+    max_total_mb: float = 256.0  # all log files of the folder together; the oldest go first
+    drift: bool = True  # drift scores for runs that have a reference.json
+    drift_window: int = 500  # recent images compared with the reference
+    drift_threshold: float = 0.25  # PSI that turns the alert on (off again below 0.8 x this)
+
+    def __post_init__(self) -> None:
+        if self.drift_window < 50 or not self.drift_threshold > 0:
+            raise CnnkitError("--drift-window must be at least 50 and --drift-threshold positive")
+        if not 0 < self.max_file_mb <= self.max_total_mb:
+            raise CnnkitError("--log-max-file-mb must be positive and at most --log-max-total-mb")
+
+
+@dataclass(frozen=True)
 class ServeSettings:
     models: tuple[ModelSpec, ...]
     backend: Backend = "torch"
@@ -56,6 +75,7 @@ class ServeSettings:
     data_dir: str | None = None  # for checking ONNX exports of versions loaded while serving
     runs_dir: str | None = None
     admin_token: str | None = field(default=None, repr=False)  # None: the admin API is off
+    monitoring: Monitoring = field(default_factory=Monitoring)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -76,4 +96,5 @@ class ServeSettings:
         raw: dict[str, Any] = json.loads(text)
         raw["models"] = tuple(ModelSpec(**m) for m in raw["models"])
         raw["limits"] = Limits(**raw["limits"])
+        raw["monitoring"] = Monitoring(**raw.get("monitoring", {}))
         return cls(**raw)

@@ -145,13 +145,25 @@ def _open_run(cfg: Config, ds: Dataset, spec: dict[str, Any], engine: Engine, in
     return run
 
 
-def train_run(cfg: Config, resume: str | None = None, callbacks: Sequence[Callback] = (), on_created: Any = None) -> TrainOutcome:
-    """Train a new version of a run (or resume one) and return it with its final metrics."""
+def train_run(cfg: Config, resume: str | None = None, callbacks: Sequence[Callback] = (), on_created: Any = None,
+              tracking_parent: str | None = None) -> TrainOutcome:
+    """Train a new version of a run (or resume one) and return it with its final metrics.
+
+    ``tracking_parent``: with ``run.track``, the MLflow run (e.g. a tuning study's) to nest under."""
     init_distributed()
     run: RunDir | None = None
-    ckpt = None
     if resume is not None:
         run, cfg = _resumable(resume, cfg.run.runs_dir)
+    if cfg.run.track != "none":  # a mirror of the run (cnnkit.training.tracking); the run store stays the truth
+        from cnnkit.training.tracking import tracked
+
+        return tracked(cfg, lambda cbs, hook: _train_opened(cfg, run, cbs, hook), callbacks, on_created, tracking_parent)
+    return _train_opened(cfg, run, callbacks, on_created)
+
+
+def _train_opened(cfg: Config, run: RunDir | None, callbacks: Sequence[Callback], on_created: Any) -> TrainOutcome:
+    """``train_run`` once the run to resume (if any) and its config are known."""
+    ckpt = None
     if cfg.train.framework == "keras":  # the same flow and run folder, in Keras (cnnkit[keras])
         from cnnkit.training.keras.run import train_keras
 
@@ -160,7 +172,7 @@ def train_run(cfg: Config, resume: str | None = None, callbacks: Sequence[Callba
         ckpt = run.load_checkpoint()
     t = cfg.train
     engine = make_engine(t.device, t.amp, t.channels_last, t.threads)
-    ds, model, pre, init = _prepare(cfg, engine, t.progress, fresh=resume is None)
+    ds, model, pre, init = _prepare(cfg, engine, t.progress, fresh=run is None)  # run: the resumed one
     spec = model_spec(cfg, ds, pre)
     if run is None and engine.is_main:
         run = _open_run(cfg, ds, spec, engine, init)

@@ -27,20 +27,34 @@ PARENT_TAG = "mlflow.parentRunId"  # how MLflow nests a run under another (the U
 GIT_TAG = "mlflow.source.git.commit"  # the tag MLflow's UI shows as the source version
 # MLflow's HTTP client retries 7 times with exponential backoff and waits 120 s per request by
 # default: minutes per call against a dead server. A mirror must not stall training that long,
-# so unless the user set them these are lowered (MLflow reads them from the environment).
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+# so unless the user set them these are lowered (MLflow reads them from the environment). MLflow
+# also prints a "View run" link on stdout when a run ends, which would corrupt ``--json`` output:
+# the summary line carries that link instead.
+ENV_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 PROBE_TIMEOUT_S = 5.0
+LOCAL_DB = "mlflow.db"
 BATCH = 100  # MLflow's log_batch takes at most 100 params / 1000 metrics per call
 
 TrainFn = Callable[[Sequence[Any], Callable[[Any], None]], Any]
 
 
 def tracking_uri(explicit: str | None) -> str:
-    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else a local ``./mlruns`` folder."""
+    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else a local ``./mlruns`` folder.
+
+    A plain folder becomes a SQLite store in it (``FOLDER/mlflow.db``, artifacts in ``FOLDER/artifacts``):
+    MLflow 3 refuses its old file store unless told otherwise."""
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or "mlruns"
-    if "://" in uri or uri.startswith(("file:", "databricks")):
+    if ":" in uri.split("/")[0] or uri.startswith("databricks"):
         return uri
-    return Path(uri).resolve().as_uri()  # a plain path: MLflow's file store
+    return f"sqlite:///{Path(uri).resolve() / LOCAL_DB}"
+
+
+def _local_folder(uri: str) -> Path | None:
+    """The folder of a store made by ``tracking_uri`` from a plain path (None for any other URI)."""
+    if uri.startswith("sqlite:///") and uri.endswith("/" + LOCAL_DB):
+        return Path(uri[len("sqlite:///"):]).parent
+    return None
 
 
 def redact(uri: str) -> str:
@@ -99,6 +113,7 @@ class Tracker:
         self.client, self.uri, self.config, self.parent, self.register = client, uri, config, parent, register
         self.err = err or sys.stderr
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self.error: str | None = None  # the first failure; mirroring stops there
         self.registered: dict[str, Any] | None = None
 
@@ -106,13 +121,16 @@ class Tracker:
     def start(cls, cfg: Any, parent: str | None = None, err: TextIO | None = None) -> Tracker:
         """Check the extra and the server before training starts; an unreachable server is one warning."""
         client_cls = _import_client()
-        for key, value in HTTP_DEFAULTS.items():
+        for key, value in ENV_DEFAULTS.items():
             os.environ.setdefault(key, value)
         uri = tracking_uri(cfg.run.tracking_uri)
-        tracker = cls(client_cls(tracking_uri=uri), uri, cfg.to_dict(), parent, cfg.run.register, err)
+        tracker = cls(None, uri, cfg.to_dict(), parent, cfg.run.register, err)
         why = probe(uri)
         if why is not None:
             tracker._fail("cannot reach the tracking server", why, at_start=True)
+        elif (folder := _local_folder(uri)) is not None:
+            tracker._call("creating the local store", folder.mkdir, parents=True, exist_ok=True)
+        tracker.client = tracker._call("opening the tracking store", client_cls, tracking_uri=uri)
         return tracker
 
     # -- the one door to MLflow ---------------------------------------------------------------
@@ -150,7 +168,7 @@ class Tracker:
         made = self._call("creating the run", self.client.create_run, exp, run_name=run.ref, tags=tags)
         if made is None:
             return
-        self.run_id = made.info.run_id
+        self.run_id, self.experiment_id = made.info.run_id, exp
         self._log_params(flatten(self.config))
 
     def _experiment(self) -> str:
@@ -158,7 +176,10 @@ class Tracker:
             return self.client.get_run(self.parent).info.experiment_id
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
         exp = self.client.get_experiment_by_name(name)
-        return exp.experiment_id if exp is not None else self.client.create_experiment(name)
+        if exp is not None:
+            return exp.experiment_id
+        folder = _local_folder(self.uri)  # our local store keeps its artifacts beside its database
+        return self.client.create_experiment(name, (folder / "artifacts").as_uri() if folder else None)
 
     def _log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
@@ -225,6 +246,8 @@ class Tracker:
                                "state": "mirrored" if self.error is None and self.run_id else "incomplete"}
         if self.error is not None:
             rec["error"] = self.error
+        if self.run_id and self.uri.startswith(("http://", "https://")):  # the run's page in MLflow's UI
+            rec["url"] = f"{redact(self.uri).rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
         if self.registered:
             rec["registered"] = self.registered
         return rec
@@ -235,7 +258,7 @@ def summary_line(record: dict[str, Any]) -> str:
     where = f"MLflow {record['tracking_uri']}"
     if record.get("state") != "mirrored":
         return f"{where}: NOT fully mirrored ({record.get('error')}); the run store is complete"
-    text = f"{where}: run {record['run_id']}"
+    text = f"{where}: run {record.get('url') or record['run_id']}"
     if record.get("registered"):
         text += f", registered as {record['registered']['name']} version {record['registered']['version']}"
     return text
@@ -271,16 +294,16 @@ def start_parent(cfg: Any, name: str, params: dict[str, Any]) -> tuple[str | Non
         made = tracker._call("creating the study's run", tracker.client.create_run, exp, run_name=name,
                              tags={"cnnkit.study": name, "mlflow.source.name": "cnnkit tune"})
         if made is not None:
-            tracker.run_id = made.info.run_id
+            tracker.run_id, tracker.experiment_id = made.info.run_id, exp
             tracker._log_params(flatten(params))
     return tracker.run_id, tracker
 
 
 def finish_parent(tracker: Tracker, summary: dict[str, Any]) -> None:
-    if not tracker.active:
-        return
+    """The study's best value on its MLflow run, which is then closed; the summary says where it is."""
     best = summary.get("best_value")
     if isinstance(best, (int, float)):
         tracker.log_metrics({"best_value": best}, 0)
-    tracker._call("closing the study's run", tracker.client.set_terminated, tracker.run_id, "FINISHED")
+    if tracker.active:
+        tracker._call("closing the study's run", tracker.client.set_terminated, tracker.run_id, "FINISHED")
     summary["mlflow"] = tracker.record()

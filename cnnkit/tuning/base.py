@@ -22,7 +22,7 @@ LOCAL: dict[str, frozenset[str]] = {
     "data": frozenset({"data_dir", "download"}),
     "train": frozenset({"device", "threads", "progress", "eval_batch_size", "amp", "channels_last", "compile",
                         "deterministic"}),
-    "run": frozenset({"name", "runs_dir"}),
+    "run": frozenset({"name", "runs_dir", "track", "tracking_uri", "register"}),
 }
 # Data options a space may search (the rest define which data it is).
 TUNABLE_DATA = frozenset({"augment"})

@@ -33,6 +33,7 @@ class TrialSetup:
     targets: dict[str, str]  # parameter name -> config target
     shared: dict[str, Any]
     local: dict[str, Any]
+    tracking_parent: str | None = None  # --track mlflow: the study's MLflow run, each trial's run nests under it
 
 
 class PruningReporter:
@@ -85,7 +86,7 @@ def run_trial(setup: TrialSetup, trial: optuna.Trial) -> float:
         _record_run(trial, setup, sampled, run)
 
     try:
-        outcome = train_run(cfg, callbacks=[reporter], on_created=created)
+        outcome = train_run(cfg, callbacks=[reporter], on_created=created, tracking_parent=setup.tracking_parent)
     except optuna.TrialPruned:
         if runs:
             runs[0].write("history.json", reporter.history)

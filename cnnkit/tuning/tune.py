@@ -143,6 +143,8 @@ def tune(opts: TuneOptions, explicit: dict[str, Any], seed_given: bool = False) 
 
     opts.check()
     cfg = Config.from_dict(explicit)
+    if cfg.run.register:  # one registered version per trial would flood the registry
+        raise CnnkitError("run.register is for one trained model: cnnkit train --from-study STUDY --track mlflow --register NAME")
     space = _space_for(opts, cfg)
     _targets(space, cfg)  # a bad space is refused before the storage is even opened
     name = check_name(opts.study or default_study_name(cfg))
@@ -162,12 +164,30 @@ def tune(opts: TuneOptions, explicit: dict[str, Any], seed_given: bool = False) 
     meta = stored or studies.create(storage, req)
     trials_before = len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
     plan = _plan(name, url, meta, opts, cfg, space, where, cfg.train.seed if seed_given else None, trials_before)
+    parent = _track_study(cfg, name, meta, redact(url))
+    if parent is not None:
+        plan.setup.tracking_parent = parent.run_id
     t0 = time.perf_counter()
     codes = run_workers(plan, opts.workers)
     summary = summarize(studies.load(storage, name), redact(url))
     summary.update(created=stored is None, workers=opts.workers, worker_exit_codes=codes,
                    seconds=round(time.perf_counter() - t0, 1))
+    if parent is not None:
+        from cnnkit.training.tracking import finish_parent
+
+        finish_parent(parent, summary)
     return summary
+
+
+def _track_study(cfg: Config, name: str, meta: Any, storage: str) -> Any:
+    """``--track mlflow``: the study's MLflow run (its trials' runs nest under it), or None."""
+    if cfg.run.track == "none":
+        return None
+    from cnnkit.training.tracking import start_parent
+
+    params = {"study": name, "storage": storage, "metric": meta.metric, "sampler": meta.sampler, "pruner": meta.pruner,
+              "space": meta.space}
+    return start_parent(cfg, name, params)[1]
 
 
 def show(name: str, storage: str | None = None, runs_dir: str | None = None, plots: bool = True) -> dict[str, Any]:

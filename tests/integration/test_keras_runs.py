@@ -118,3 +118,28 @@ def test_compare_torch_against_keras_on_the_same_images(keras_run, data_dir):
     result = compare_runs(["t", "k"], runs_dir, data_dir=str(data_dir))
     pair = result["pairs"][0]
     assert (pair["a"], pair["b"]) == ("t:v1", "k:v1") and 0.0 <= pair["p_value"] <= 1.0
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_serve_answers_predict_and_explain_for_a_keras_run(keras_run, data_dir, backend):
+    pytest.importorskip("fastapi")
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from cnnkit.serve.app import create_app
+    from cnnkit.serve.server import resolve_models
+    from cnnkit.serve.settings import ServeSettings
+
+    _, runs_dir = keras_run
+    settings = ServeSettings(models=resolve_models(["k"], str(runs_dir)), runs_dir=str(runs_dir),
+                             backend=backend, data_dir=str(data_dir))
+    buf = io.BytesIO()
+    Image.new("L", (28, 28), 0).save(buf, format="PNG")
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/predict", files={"file": ("x.png", buf.getvalue(), "image/png")})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["results"][0]["predictions"]) == 5
+        r = client.post("/explain", files={"file": ("x.png", buf.getvalue(), "image/png")})
+        assert r.status_code == 200, r.text
