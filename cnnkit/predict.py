@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from cnnkit.data.transforms import pipelines_for
-from cnnkit.evaluation.operating_point import RULE_FILE, apply_rule
-from cnnkit.evaluation.operating_point import describe as describe_rule
+from cnnkit.decision import RULE_FILE, apply_rule
+from cnnkit.decision import describe as describe_rule
 from cnnkit.runs import LoadedRun, load
 
 

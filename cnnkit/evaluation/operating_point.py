@@ -12,10 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.decision import RULE_FILE, apply_rule, describe
 from cnnkit.errors import CnnkitError
-
-RULE_FILE = "decision_rule.json"
-ARGMAX = "argmax"
 
 
 def parse_target(text: str, classes: list[str]) -> tuple[int, float]:
@@ -43,30 +41,11 @@ def choose_threshold(probs: np.ndarray, labels: np.ndarray, index: int, target: 
     return float(scores[max(needed, 1) - 1])
 
 
-def apply_rule(probs: np.ndarray, rule: dict[str, Any] | None) -> np.ndarray:
-    """Predicted class per row of ``probs`` (N, K) under ``rule`` (None: argmax)."""
-    probs = np.asarray(probs)
-    preds = probs.argmax(axis=1)
-    if not rule:
-        return preds
-    k = int(rule["index"])
-    others = probs.copy()
-    others[:, k] = -np.inf
-    hit = probs[:, k] >= float(rule["threshold"])
-    return np.where(hit, k, np.where(preds == k, others.argmax(axis=1), preds))
-
-
 def precision_recall(preds: np.ndarray, labels: np.ndarray, index: int) -> dict[str, float]:
     tp = int(((preds == index) & (labels == index)).sum())
     predicted, actual = int((preds == index).sum()), int((labels == index).sum())
     return {"precision": tp / predicted if predicted else 0.0, "recall": tp / actual if actual else 0.0,
             "accuracy": float((preds == labels).mean()) if len(labels) else 0.0}
-
-
-def describe(rule: dict[str, Any] | None) -> str:
-    if not rule:
-        return ARGMAX
-    return f"target-recall {rule['class']}>={rule['target_recall']:g}: P({rule['class']}) >= {rule['threshold']:.4g}"
 
 
 def target_recall_rule(val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], classes: list[str],

@@ -16,7 +16,7 @@ from cnnkit.runs import LoadedRun, load
 FORMATS = {
     "onnx": "model.onnx (opset 18, dynamic batch; checked against eager PyTorch on real test images). For ONNX Runtime, "
             "cloud ML services that store ONNX, Triton, and C++/C#/Java/JS apps without Python. With --quantize int8: "
-            "model.int8.onnx, static INT8 (QDQ, per-channel), several times faster on CPUs with VNNI, refused if it "
+            "model.int8.onnx, static INT8 (QDQ, per-channel), smaller and faster on CPUs with VNNI (benchmarks/export.py), refused if it "
             "loses more than --max-drop points of test accuracy.",
     "pt2": "model.pt2, a torch.export ExportedProgram (dynamic batch; checked like onnx). For PyTorch deployments "
            "without cnnkit: torch.export.load('model.pt2').module()(x); the input to AOTInductor / ExecuTorch.",

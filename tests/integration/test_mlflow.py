@@ -147,7 +147,7 @@ def test_tune_trials_nest_under_the_study(server: str, data_dir: Path, runs_dir:
                                           tmp_path: Path, capsys: pytest.CaptureFixture):
     from mlflow import MlflowClient
 
-    digits = tiny_digits(data_dir, tmp_path / "digits", per_class=20)
+    digits = tiny_digits(data_dir, tmp_path / "digits")
     code = main(["tune", "--data", str(digits), "--image-size", "28", "--model", "baseline-cnn", "--epochs", "1",
                  "--study", "nested", "--trials", "2", "--runs-dir", str(runs_dir), "--no-progress", "--threads", "2",
                  "--track", "mlflow", "--tracking-uri", server, "--json"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "cnnkit"
 LAYERS = [
-    {"errors", "io", "config", "plots"},
+    {"errors", "io", "config", "plots", "decision"},
     {"data", "models", "engine"},
     {"runs", "hubfolder", "predict"},
     {"training", "evaluation"},

@@ -38,9 +38,12 @@ RUNTIME_PACKAGE = "cnnkit_bundle"
 RUN_FILES = ("model.safetensors", "model.json", "config.yaml", "metrics.json", "data.json", "env.json", "history.json",
              "status.json", "diagnosis.json")
 # cnnkit modules copied into cnnkit_bundle, and the import lines that must become relative there.
-VENDORED = {"errors.py": "cnnkit/errors.py", "imageio.py": "cnnkit/data/imageio.py", "preprocess.py": "cnnkit/data/preprocess.py"}
-REWRITES = (("from cnnkit.errors import", "from .errors import"), ("from cnnkit.data.imageio import", "from .imageio import"))
-THIRD_PARTY = frozenset({"numpy", "PIL", "scipy", "onnxruntime"})
+VENDORED = {"errors.py": "cnnkit/errors.py", "imageio.py": "cnnkit/data/imageio.py", "preprocess.py": "cnnkit/data/preprocess.py",
+            "dicom.py": "cnnkit/data/dicom.py"}
+REWRITES = (("from cnnkit.errors import", "from .errors import"), ("from cnnkit.data.imageio import", "from .imageio import"),
+            ("from cnnkit.data.dicom import", "from .dicom import"))
+# pydicom is imported only when a DICOM upload arrives: a bundle reads .dcm once it is pip-installed.
+THIRD_PARTY = frozenset({"numpy", "PIL", "scipy", "onnxruntime", "pydicom"})
 WHY_ONNX = ("The bundle's code needs only ONNX Runtime, numpy and Pillow (and SciPy for digit runs, for the "
             "connected components of the photo preprocessing), not cnnkit or PyTorch: the model is the ONNX export "
             "that cnnkit checked against PyTorch on the run's test images, and the preprocessing is cnnkit's own "

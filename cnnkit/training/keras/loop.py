@@ -32,8 +32,8 @@ from cnnkit.training.keras.options import decays, make_optimizer, torch_cross_en
 from cnnkit.training.loop import SCHEDULES, Callback, FitResult, auto_class_weights, peak_lr
 
 CHECKPOINT = "checkpoints/last-keras.safetensors"
-# XLA-compiling the step (jit_compile) measured slower than TensorFlow's graph mode for these
-# small convnets on this project's 2-core CPU (benchmarks/frameworks.py --jit), so it is off.
+# XLA-compiling the step (jit_compile) stays off until it is measured faster than TensorFlow's
+# graph mode on a CPU: `python benchmarks/frameworks.py --jit` trains both ways and prints s/epoch.
 JIT_COMPILE = False
 
 
