@@ -19,6 +19,7 @@ _MODULES = (
     "explain_cmd",
     "report_cmd",
     "serve_cmd",
+    "gradio_cmd",
     "export_cmd",
     "push_cmd",
     "deploy_cmd",

@@ -7,7 +7,7 @@ from typing import Any
 
 
 def _formats_help() -> str:
-    from cnnkit.export.formats import FORMATS
+    from cnnkit.export.names import FORMATS
 
     blocks = ["formats (each checked before it is kept; report in RUN/export/<format>.json, reused while the "
               "weights are unchanged):"]

@@ -40,6 +40,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
     add_runs_dir(p)
     p.add_argument("--data-dir", help="data root, to check ONNX exports on the runs' test images")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--ui", choices=("page", "gradio"), default="page",
+                   help="page: cnnkit's drawing page at / (default); gradio: also a Gradio app at /gradio "
+                        "(needs cnnkit[gradio]; one worker process)")
     add_monitoring_flags(p)
     p.set_defaults(handler=run)
 
@@ -53,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_request_mb <= 0 or args.max_images < 1 or args.max_pixels < 1 or args.timeout <= 0:
         raise CnnkitError("--max-request-mb, --max-images, --max-pixels and --timeout must be positive")
+    gradio_path = None
+    if args.ui == "gradio":
+        from cnnkit.serve.gradio_app import MOUNT_PATH, require_gradio
+
+        require_gradio("cnnkit serve --ui gradio")
+        gradio_path, args.workers = MOUNT_PATH, "1" if args.workers == "auto" else args.workers
     workers, threads, how = _workers(args.workers, args.threads)
     limits = Limits(max_request_bytes=int(args.max_request_mb * 1024 * 1024), max_pixels=args.max_pixels,
                     max_images=args.max_images, timeout_s=args.timeout)
@@ -60,9 +69,11 @@ def run(args: argparse.Namespace) -> int:
         models=resolve_models(args.runs, args.runs_dir), backend=args.backend, host=args.host, port=args.port,
         workers=workers, threads=threads, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue, digits=args.digits, limits=limits, data_dir=args.data_dir, runs_dir=args.runs_dir,
-        admin_token=os.environ.get(ADMIN_ENV) or None, monitoring=monitoring_from_args(args))
+        admin_token=os.environ.get(ADMIN_ENV) or None, monitoring=monitoring_from_args(args), gradio_path=gradio_path)
     settings = export_models(settings, main_log)
     main_log(banner(settings))
+    if gradio_path:
+        main_log(f"  Gradio app http://{settings.host}:{settings.port}{gradio_path}/")
     main_log(f"  workers {workers} x {threads} torch thread(s): {how}")
     serve(settings, args.log_level)
     return 0

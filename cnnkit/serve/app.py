@@ -201,7 +201,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_request_bytes,
                        on_refuse=lambda kind: metrics.errors.labels(kind).inc())
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    _page_routes(app)
+    if settings.gradio_path != "/":  # (cnnkit gradio: the Gradio app is the page)
+        _page_routes(app)
     _predict_routes(app, registry, settings)
     _explain_routes(app, registry, settings)
     _v2_routes(app, registry, settings, shared)
@@ -214,6 +215,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
+    if settings.gradio_path:  # last: a mount at / must not shadow the routes above (issue 16)
+        from cnnkit.serve.gradio_app import mount
+
+        mount(app, registry, settings)
     return app
 
 
@@ -282,6 +287,24 @@ def _explain_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettin
         app.post(f"{prefix}/explain", summary=f"Grad-CAM with {what}", **doc)(handler(where))
 
 
+def _v2_health(app: FastAPI, registry: ModelRegistry, settings: ServeSettings, shared: SharedState | None) -> None:
+    @app.get("/v2", tags=["kserve-v2"])
+    async def server_metadata() -> dict[str, Any]:
+        return v2.server_metadata(_version_string())
+
+    @app.get("/v2/health/live", tags=["kserve-v2"])
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=["kserve-v2"], responses=error_responses(503))
+    async def ready() -> Any:
+        """Ready once every model is warm, in every worker process (not only the one answering)."""
+        warm_workers = shared.workers_ready() if shared else 1
+        if not registry.ready or warm_workers < settings.workers:
+            return JSONResponse({"ready": False, "workers_ready": warm_workers}, status_code=503)
+        return {"ready": True}
+
+
 def _v2_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings, shared: SharedState | None) -> None:
     limits = settings.limits
 
@@ -301,21 +324,7 @@ def _v2_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings, s
     infer_doc = dict(tags=["kserve-v2"], openapi_extra={"requestBody": INFER_BODY}, response_model=None,
                      responses={200: {"content": {"application/json": {}, "application/octet-stream": {}}}, **REQUEST_ERRORS})
 
-    @app.get("/v2", tags=["kserve-v2"])
-    async def server_metadata() -> dict[str, Any]:
-        return v2.server_metadata(_version_string())
-
-    @app.get("/v2/health/live", tags=["kserve-v2"])
-    async def live() -> dict[str, bool]:
-        return {"live": True}
-
-    @app.get("/v2/health/ready", tags=["kserve-v2"], responses=error_responses(503))
-    async def ready() -> Any:
-        """Ready once every model is warm, in every worker process (not only the one answering)."""
-        warm_workers = shared.workers_ready() if shared else 1
-        if not registry.ready or warm_workers < settings.workers:
-            return JSONResponse({"ready": False, "workers_ready": warm_workers}, status_code=503)
-        return {"ready": True}
+    _v2_health(app, registry, settings, shared)
 
     def per_model(where: Callable[..., Awaitable[Target]]) -> dict[str, Callable[..., Awaitable[Any]]]:
         located = Depends(where)

@@ -76,6 +76,8 @@ class ServeSettings:
     runs_dir: str | None = None
     admin_token: str | None = field(default=None, repr=False)  # None: the admin API is off
     monitoring: Monitoring = field(default_factory=Monitoring)
+    # Where the Gradio app is mounted (cnnkit serve --ui gradio: /gradio; cnnkit gradio: /); None: no Gradio.
+    gradio_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -87,6 +89,8 @@ class ServeSettings:
             raise CnnkitError(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
         if not 0 < self.port < 65536:
             raise CnnkitError(f"--port must be 1-65535, got {self.port}")
+        if self.gradio_path is not None and self.workers != 1:  # its queue and sessions live in one process
+            raise CnnkitError(f"the Gradio app runs in one worker process; drop --workers {self.workers}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

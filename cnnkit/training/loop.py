@@ -267,6 +267,12 @@ def _wrap(model: nn.Module, cfg: TrainConfig, engine: Engine) -> nn.Module:
     return net
 
 
+def _loss(cfg: TrainConfig, train_set: ImageSet, num_classes: int, engine: Engine) -> nn.CrossEntropyLoss:
+    """Cross-entropy with --label-smoothing, and with --class-weights auto the inverse class frequencies."""
+    weight = auto_class_weights(train_set.labels, num_classes).to(engine.device) if cfg.class_weights == "auto" else None
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+
+
 def fit(
     model: nn.Module,
     train_set: ImageSet,
@@ -293,8 +299,7 @@ def fit(
     per_epoch = steps_per_epoch(len(train_data), cfg.batch_size, engine.world)
     if per_epoch == 0:
         raise CnnkitError(f"{len(train_data)} training images is fewer than one batch of {cfg.batch_size}; lower --batch-size")
-    weight = auto_class_weights(train_set.labels, num_classes).to(engine.device) if cfg.class_weights == "auto" else None
-    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    loss_fn = _loss(cfg, train_set, num_classes, engine)
     # Before the optimizer is built: the whitened weights are frozen, so they get no param group.
     whitened = whitening.maybe_whiten(model, cfg.whiten, train_set.images, pipelines[1])
     st = _make_state(model, cfg, per_epoch)
@@ -313,7 +318,7 @@ def fit(
             st.lookahead.finish(model)
         metrics = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc, "lr": st.scheduler.get_last_lr()[0]}
         if val_data is not None:
-            val = evaluate_split(st.eval_model(), val_data, pipelines[1], cfg.eval_batch_size, engine, weight)
+            val = evaluate_split(st.eval_model(), val_data, pipelines[1], cfg.eval_batch_size, engine, loss_fn.weight)
             metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
         metrics["seconds"] = time.perf_counter() - t0
         st.history.append(metrics)

@@ -91,6 +91,25 @@ def check(b: Bundle, labels: list[str]) -> str:
             "or ibm_watsonx_ai")
 
 
+# The bundle README's commands and its list of files.
+COMMANDS = """```bash
+python -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt -r requirements-deploy.txt
+python score_local.py --labels                 # the payload through ONNX Runtime, here
+python deploy.py --dry-run                     # the calls deploy.py will make
+export WATSONX_URL=https://us-south.ml.cloud.ibm.com WATSONX_APIKEY=... WATSONX_SPACE_ID=...
+python deploy.py                               # store, deploy online, score payload.json; prints the labels
+```"""
+CONTENTS = ["`run/`: the run (weights, model.json with classes and preprocessing, config, metrics)",
+            "`model/model.tar.gz`: the upload (`model.onnx` inside); `model/model.onnx`, `model.json`, `onnx.json`",
+            "`deploy.py`: ibm-watsonx-ai calls (credentials from WATSONX_URL, WATSONX_APIKEY, WATSONX_SPACE_ID; `--dry-run`)",
+            "`watsonx.json`: names, model type, software specification, classes",
+            "`payload.json`: real test images in the scoring format; `payload_expected.json`: PyTorch's labels for them",
+            "`score_local.py`: scores a payload with ONNX Runtime as the service does",
+            "`requirements.txt`: score_local.py's, pinned to the service's ONNX Runtime 1.16.3",
+            "`requirements-deploy.txt`: the SDK deploy.py was checked against",
+            "`examples/`: the test images as PNGs and PyTorch's predictions"]
+
+
 def write(b: Bundle) -> dict:
     opset = int(b.onnx_report.get("opset", 0))
     write_model(b, "model")
@@ -127,24 +146,8 @@ def write(b: Bundle) -> dict:
         f"{SDK} (requirements-deploy.txt) when cnnkit's watsonx target was written, never executed",
         f"that your region still offers `{SOFTWARE_SPEC}` (list them with `client.software_specifications.list()`), "
         "and the exact shape of the service's response (deploy.py reads `predictions[*].values`)"]
-    commands = """```bash
-python -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt -r requirements-deploy.txt
-python score_local.py --labels                 # the payload through ONNX Runtime, here
-python deploy.py --dry-run                     # the calls deploy.py will make
-export WATSONX_URL=https://us-south.ml.cloud.ibm.com WATSONX_APIKEY=... WATSONX_SPACE_ID=...
-python deploy.py                               # store, deploy online, score payload.json; prints the labels
-```"""
-    contents = ["`run/`: the run (weights, model.json with classes and preprocessing, config, metrics)",
-                "`model/model.tar.gz`: the upload (`model.onnx` inside); `model/model.onnx`, `model.json`, `onnx.json`",
-                "`deploy.py`: ibm-watsonx-ai calls (credentials from WATSONX_URL, WATSONX_APIKEY, WATSONX_SPACE_ID; `--dry-run`)",
-                "`watsonx.json`: names, model type, software specification, classes",
-                "`payload.json`: real test images in the scoring format; `payload_expected.json`: PyTorch's labels for them",
-                "`score_local.py`: scores a payload with ONNX Runtime as the service does",
-                "`requirements.txt`: score_local.py's, pinned to the service's ONNX Runtime 1.16.3",
-                "`requirements-deploy.txt`: the SDK deploy.py was checked against",
-                "`examples/`: the test images as PNGs and PyTorch's predictions"]
     why = ("watsonx.ai runs the ONNX graph on its own ONNX Runtime, so nothing of cnnkit runs there: a scoring request "
            "carries the normalized tensor, and turning images into it is cnnkit's preprocessing (done here for "
            "`payload.json`; for new images use `cnnkit_bundle` from the cerebrium or hf-endpoint bundle, or cnnkit).")
-    readme(b, "watsonx", "watsonx.ai runs the ONNX export on its ONNX Runtime software specification.", contents, commands, why=why)
+    readme(b, "watsonx", "watsonx.ai runs the ONNX export on its ONNX Runtime software specification.", CONTENTS, COMMANDS, why=why)
     return {"model_type": MODEL_TYPE, "software_spec": SOFTWARE_SPEC, "payload_images": n}
