@@ -23,6 +23,7 @@ _MODULES = (
     "export_cmd",
     "push_cmd",
     "deploy_cmd",
+    "monitor_cmd",
 )
 
 

@@ -30,6 +30,12 @@ class DriftOptions:
     clear: float = 0.2  # ... and below which, for every statistic, it turns off again
 
 
+def options_for(monitoring: Any) -> DriftOptions:
+    """The window the server keeps for ``Monitoring`` settings (also what ``cnnkit monitor`` replays)."""
+    return DriftOptions(window=monitoring.drift_window, min_count=min(200, monitoring.drift_window),
+                        threshold=monitoring.drift_threshold, clear=0.8 * monitoring.drift_threshold)
+
+
 @dataclass(frozen=True)
 class Change:
     """The alert flipped: ``on`` is its new state; ``scores`` what made it flip."""

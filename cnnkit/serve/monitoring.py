@@ -18,7 +18,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 
 from cnnkit.evaluation.reference import REFERENCE_FILE, image_statistics
-from cnnkit.serve.drift import DriftOptions, DriftWindow, describe
+from cnnkit.serve.drift import DriftWindow, describe, options_for
 from cnnkit.serve.prometheus import Metrics
 from cnnkit.serve.settings import Monitoring
 
@@ -36,8 +36,7 @@ class Observer:
                            ["model"], registry=reg, multiprocess_mode="livemax")
         dropped = Counter("cnnkit_prediction_log_dropped", "Log lines dropped because the writer fell behind",
                           registry=reg)
-        self.options = DriftOptions(window=monitoring.drift_window, min_count=min(200, monitoring.drift_window),
-                                    threshold=monitoring.drift_threshold, clear=0.8 * monitoring.drift_threshold)
+        self.options = options_for(monitoring)
         self.windows: dict[str, DriftWindow | None] = {}
         self.log = None
         if monitoring.log_dir:

@@ -124,3 +124,53 @@ def test_prediction_log_lines(runs: Path, tests, tmp_path: Path):
     thumb = Image.open(io.BytesIO(__import__("base64").b64decode(first["thumbnail"])))
     assert thumb.size == (28, 28)
     assert lines[-1]["route"] == "explain" and lines[-1]["sha256"] == first["sha256"]  # the same image
+
+
+def _logged(runs: Path, folder: Path, *batches: np.ndarray) -> Path:
+    with app(runs, log_dir=str(folder), log_inputs=True) as client:
+        for images in batches:
+            send(client, images)
+    return folder
+
+
+def test_monitor_page_replays_the_servers_drift(runs: Path, tests, tmp_path: Path, capsys):
+    from cnnkit.cli import main
+
+    mnist, fashion = tests
+    clean = _logged(runs, tmp_path / "clean", mnist[:2 * WINDOW])
+    shifted = _logged(runs, tmp_path / "shifted", mnist[:WINDOW], fashion[:WINDOW])
+    pages = {}
+    for name, folder in (("clean", clean), ("shifted", shifted)):
+        assert main(["monitor", str(folder), "--run", "digits", "--runs-dir", str(runs), "--drift-window", str(WINDOW),
+                     "--json"]) == 0
+        pages[name] = json.loads(capsys.readouterr().out)
+    assert pages["clean"]["images"] == 2 * WINDOW and pages["clean"]["windows_scored"] > 0
+    assert pages["clean"]["windows_alerting"] == 0 and max(pages["clean"]["max_psi"].values()) < 0.25
+    assert pages["shifted"]["windows_alerting"] > 0 and pages["shifted"]["alert_now"]
+    assert max(pages["shifted"]["max_psi"].values()) >= 0.25
+    page = Path(pages["shifted"]["report"]).read_text()
+    for section in ("Drift over time", "Predicted classes", "Low-confidence answers", "Least confident inputs"):
+        assert section in page
+    assert page.count("data:image/png;base64,") >= 3 + 24 and "<script" not in page and "http" not in page.split("<body")[1]
+
+
+def test_monitor_refusals_are_one_line(runs: Path, tmp_path: Path, capsys):
+    from cnnkit.cli import main
+
+    (tmp_path / "empty").mkdir()
+    no_ref = runs / "digits" / "v1"
+    cases = [([str(tmp_path / "nowhere")], "no such log folder"), ([str(tmp_path / "empty")], "no prediction log lines")]
+    for argv, words in cases:
+        assert main(["monitor", *argv, "--run", "digits", "--runs-dir", str(runs)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and "\n" not in err
+    log = tmp_path / "log"
+    log.mkdir()
+    (log / "predictions-1-1-0.jsonl").write_text(json.dumps({"model": "digits", "version": 1, "time": 1.0}) + "\n")
+    moved = no_ref / "reference.json.bak"
+    (no_ref / "reference.json").rename(moved)
+    try:
+        assert main(["monitor", str(log), "--run", "digits", "--runs-dir", str(runs)]) == 2
+        assert "has no reference.json" in capsys.readouterr().err
+    finally:
+        moved.rename(no_ref / "reference.json")
