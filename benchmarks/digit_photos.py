@@ -6,7 +6,7 @@ perspective, blur, sensor noise and JPEG compression, sometimes with a darker ta
 Printed digits use the system's TrueType fonts (DejaVu, Liberation) at several weights and pen
 (stroke) widths. Nothing here is used for training: it is a test set unlike the training data.
 
-    python benchmarks/digit_photos.py mnist-cnn --runs-dir /tmp/serve-runs --n 600 --save /tmp/photos
+    python benchmarks/digit_photos.py mnist-airbench --runs-dir /tmp/serve-runs --n 600 --save /tmp/photos
 
 prints accuracy with the digit preprocessing (cnnkit.data.preprocess.digit_image) and with a
 naive resize to 28x28 (what the tutorials' servers do).

@@ -7,7 +7,7 @@ machine slows all four alike. The exports come from ``cnnkit export`` (checked, 
 run folder); the INT8 one is measured even if it would fail the --max-drop gate.
 
     python benchmarks/export.py                            # the runs `cnnkit train` and the CIFAR-10 recipe make
-    python benchmarks/export.py mnist-cnn cifar10-cnn --threads 2 --rounds 7 --json out.json
+    python benchmarks/export.py mnist-airbench cifar10-airbench --threads 2 --rounds 7 --json out.json
 
 Goal (issue 11): INT8 >= 1.5x the FP32 ONNX batch throughput with <= 0.2 points of accuracy lost.
 """
@@ -122,7 +122,8 @@ def table(r: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("runs", nargs="*", default=["mnist-cnn", "cifar10-cnn"], help="run references (default: mnist-cnn cifar10-cnn)")
+    ap.add_argument("runs", nargs="*", default=["mnist-airbench", "cifar10-airbench"],
+                    help="run references (default: mnist-airbench cifar10-airbench)")
     ap.add_argument("--runs-dir")
     ap.add_argument("--data-dir")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch and ONNX Runtime threads (default: all cores)")

@@ -4,7 +4,7 @@ Load the model once, ``POST /predict`` with a multipart ``file``, PIL preprocess
 resize to the model's size, scale and normalize), one eager forward pass per request, JSON out,
 ``app.run(threaded=True)``. Deliberately as the notebooks write it: no batching, no limits.
 
-    python benchmarks/flask_baseline.py mnist-cnn --runs-dir /tmp/serve-runs --port 8100
+    python benchmarks/flask_baseline.py mnist-airbench --runs-dir /tmp/serve-runs --port 8100
 """
 from __future__ import annotations
 

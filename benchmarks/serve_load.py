@@ -6,7 +6,7 @@ client is the fallback), and prints req/s, p50 and p99 for each. ``--soak-second
 N seconds of load against the torch server and reports its memory (RSS of all its processes)
 before and after. Needs a quiet machine: every server and the load generator share the cores.
 
-    python benchmarks/serve_load.py mnist-cnn --runs-dir /tmp/serve-runs --duration 15 --soak-seconds 300
+    python benchmarks/serve_load.py mnist-airbench --runs-dir /tmp/serve-runs --duration 15 --soak-seconds 300
 """
 from __future__ import annotations
 
@@ -240,7 +240,7 @@ def servers(args: argparse.Namespace) -> dict[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("run", help="an MNIST cnn run (NAME, NAME:vN or path)")
+    p.add_argument("run", help="an MNIST run (NAME, NAME:vN or path)")
     p.add_argument("--runs-dir")
     p.add_argument("--data-dir", default=os.environ.get("CNNKIT_DATA") or str(HERE.parents[1] / "shared" / "data"))
     p.add_argument("--duration", type=float, default=15.0, help="seconds per measurement (default: 15)")

@@ -18,11 +18,14 @@ def load(ref: str, runs_dir: str | None = None, device: str = "cpu") -> Any:
 
 
 def train(config: Any = None, **sections: Any) -> Any:
-    """Train a new run: ``cnnkit.train(data={"name": "mnist"}, train={"epochs": 2})``."""
+    """Train a new run: ``cnnkit.train(data={"name": "mnist"}, train={"epochs": 2})``.
+
+    As on the command line, a built-in dataset's default recipe applies when no model is named."""
     from cnnkit.config import Config as _Config
+    from cnnkit.training.recipes import with_recipe
     from cnnkit.training.run import train_run
 
-    cfg = config if isinstance(config, _Config) else _Config.from_dict(dict(config or {}, **sections))
+    cfg = config if isinstance(config, _Config) else _Config.from_dict(with_recipe(dict(config or {}, **sections)))
     return train_run(cfg)
 
 

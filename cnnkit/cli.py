@@ -60,8 +60,10 @@ def add_runs_dir(parser: argparse.ArgumentParser, dest: str = "runs_dir") -> Non
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Defaults < --config FILE < flags; validated once, here."""
-    return Config.from_dict(overrides(vars(args), getattr(args, "config", None)))
+    """Defaults < the dataset's recipe (when no model is named) < --config FILE < flags; validated once, here."""
+    from cnnkit.training.recipes import with_recipe
+
+    return Config.from_dict(with_recipe(overrides(vars(args), getattr(args, "config", None))))
 
 
 def emit(args: argparse.Namespace, obj: Any, text: str) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from cnnkit.cli import add_runs_dir
+
 TARGET_HELP = {
     "docker": "build context: the multi-stage Dockerfile with the run baked in (podman/docker build)",
     "kserve": "InferenceService (serving.kserve.io/v1beta1), cnnkit's server as a custom v2 predictor on 8080",
@@ -26,7 +28,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace what is in --out (only once the new bundle is complete)")
     p.add_argument("--image", help="container image name for docker/kserve/k8s (default: cnnkit-NAME:vN)")
     p.add_argument("--data-dir", help="root of the built-in datasets (the checks use the run's test images)")
-    p.add_argument("--runs-dir", metavar="DIR", help="where runs live (default: $CNNKIT_RUNS, else ./runs)")
+    add_runs_dir(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=run)
 

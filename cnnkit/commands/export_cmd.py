@@ -5,6 +5,8 @@ import argparse
 import textwrap
 from typing import Any
 
+from cnnkit.cli import add_runs_dir
+
 
 def _formats_help() -> str:
     from cnnkit.export.names import FORMATS
@@ -31,7 +33,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--include-onnx", action="store_true", help="--format hf: add the checked model.onnx to the folder")
     p.add_argument("--out", metavar="DIR", help="copy the export there (for hf: DIR becomes the Hub folder)")
     p.add_argument("--data-dir", help="root of the built-in datasets (the checks use the run's test images)")
-    p.add_argument("--runs-dir", metavar="DIR", help="where runs live (default: $CNNKIT_RUNS, else ./runs)")
+    add_runs_dir(p)
     p.add_argument("--json", action="store_true", help="print the export report as JSON")
     p.set_defaults(handler=run)
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from cnnkit.cli import add_runs_dir
+
 
 def register(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("push", help="publish a run to the Hugging Face Hub (weights in LFS, model card, config)",
@@ -16,7 +18,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--token", help="Hub access token (default: $HF_TOKEN, then the cached `hf auth login`)")
     p.add_argument("--include-onnx", action="store_true", help="also upload the checked model.onnx")
     p.add_argument("--data-dir", help="root of the built-in datasets (the card's test results need the test set)")
-    p.add_argument("--runs-dir", metavar="DIR", help="where runs live (default: $CNNKIT_RUNS, else ./runs)")
+    add_runs_dir(p)
     p.add_argument("--json", action="store_true", help="print JSON: repo, commit, files with their sha256")
     p.set_defaults(handler=run)
 

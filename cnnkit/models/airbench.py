@@ -97,7 +97,7 @@ def _check_widths(widths: Sequence[int]) -> tuple[int, int, int]:
     if (isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) != 3
             or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)):
         raise CnnkitError(f"model 'airbench': widths must be three positive integers (one per block), got {widths!r}")
-    return tuple(widths)  # type: ignore[return-value]
+    return (widths[0], widths[1], widths[2])
 
 
 @MODELS.register("airbench")

@@ -174,5 +174,5 @@ def load_pretrained(model: nn.Module, path: str | None = None) -> nn.Module:
 
 
 # What `--pretrained` changes for this family: where the weights come from and the inputs they expect.
-efficientnet_lite0.load_pretrained = load_pretrained  # type: ignore[attr-defined]
-efficientnet_lite0.pretrained_input = {"size": INPUT_SIZE, "mean": MEAN, "std": STD}  # type: ignore[attr-defined]
+efficientnet_lite0.load_pretrained = load_pretrained
+efficientnet_lite0.pretrained_input = {"size": INPUT_SIZE, "mean": MEAN, "std": STD}

@@ -106,7 +106,7 @@ class PredictionLog:
             self._file.close()
         self._count += 1
         name = f"predictions-{self._stamp}-{os.getpid()}-{self._count:05d}.jsonl"
-        self._file = open(self.folder / name, "ab")  # noqa: SIM115 - held open across writes, closed in _run
+        self._file = open(self.folder / name, "ab")  # held open across writes, closed in _run
         self._prune()
 
     def _prune(self) -> None:

@@ -311,7 +311,7 @@ def test_resize_in_the_bundle_matches_the_torch_pipeline(tmp_path: Path):
     from cnnkit.data.transforms import pipelines_for
     from cnnkit.export.deploy.bundle import Bundle, write_runtime
 
-    write_runtime(Bundle(None, tmp_path, Path("-"), {}, "-"))  # type: ignore[arg-type]
+    write_runtime(Bundle(None, tmp_path, Path("-"), {}, "-"))
     sys.path.insert(0, str(tmp_path))
     try:
         predictor = importlib.import_module("cnnkit_bundle.predictor")
