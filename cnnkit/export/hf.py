@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,15 +100,26 @@ def _check_target(out: Path) -> None:
         raise CnnkitError(f"{out} exists and is not a cnnkit Hub folder; choose an empty or new --out")
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename the finished folder onto ``out`` (an old Hub folder there is replaced whole)."""
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        out.rename(old / out.name)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+@contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A temporary sibling of ``out`` to fill; renamed onto ``out`` (an old Hub folder there is replaced
+    whole) only when the block finishes, and removed when it fails."""
+    _check_target(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        yield tmp
+        tmp.chmod(0o755)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            out.rename(old / out.name)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_hub_folder(run: LoadedRun | str, out_dir: str | Path, include_onnx: bool = False, *,
@@ -115,7 +128,7 @@ def write_hub_folder(run: LoadedRun | str, out_dir: str | Path, include_onnx: bo
     """Write the Hub folder of ``run`` (a LoadedRun or a run reference) to ``out_dir``; return its path.
 
     Evaluates the run on its test set (reusing ``cnnkit eval``'s stored result) for the card;
-    ``include_onnx`` adds the checked ONNX export (``cnnkit.export.onnx.onnx_for_run``). Raises
+    ``include_onnx`` adds the checked ONNX export (``cnnkit.export.onnx.onnx_for_run``);
     ``repo_id`` (OWNER/REPO) goes into the card's usage lines. Raises
     CnnkitError (nothing written) when ``out_dir`` holds something else, or the run has no weights or
     no test split.
@@ -128,9 +141,7 @@ def write_hub_folder(run: LoadedRun | str, out_dir: str | Path, include_onnx: bo
     if not loaded.run.file(WEIGHTS_FILE).is_file():
         raise CnnkitError(f"run {loaded.ref} has no weights; it did not finish")
     summary = test_summary(loaded, data_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with _staged(out) as tmp:
         shutil.copyfile(loaded.run.file(WEIGHTS_FILE), tmp / WEIGHTS_FILE)
         cfg = hub_config(loaded)
         write_json(tmp / CONFIG_FILE, cfg)
@@ -145,11 +156,6 @@ def write_hub_folder(run: LoadedRun | str, out_dir: str | Path, include_onnx: bo
         write_text(tmp / ".gitattributes", GITATTRIBUTES)
         for p in tmp.iterdir():
             p.chmod(0o644)
-        tmp.chmod(0o755)
-        _swap_in(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -196,14 +202,6 @@ def _hub_card(folder: Path) -> list[dict[str, Any]]:
 def copy_folder(src: Path, out: str | Path) -> Path:
     """Copy a Hub folder onto ``out`` (built beside it and renamed; an old Hub folder there is replaced)."""
     out = Path(out)
-    _check_target(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with _staged(out) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
-        tmp.chmod(0o755)
-        _swap_in(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
