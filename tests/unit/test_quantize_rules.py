@@ -1,0 +1,37 @@
+"""Which nodes the INT8 export keeps in float, read from real exported graphs."""
+from pathlib import Path
+
+import torch
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from cnnkit.export.onnx import _write_onnx
+from cnnkit.export.quantize import image_convs, rescaled_convs
+from cnnkit.models import build_model
+
+
+def _export(name: str, kwargs: dict, tmp_path: Path) -> Path:
+    model = build_model(name, num_classes=10, in_channels=1, image_size=28, **kwargs).eval()
+    raw, path = tmp_path / f"{name}.raw.onnx", tmp_path / f"{name}.onnx"
+    _write_onnx(model, torch.zeros(2, 1, 28, 28), raw, opset=18)
+    quant_pre_process(str(raw), str(path), skip_symbolic_shape=True)  # as the INT8 export does: folds what it can
+    return path
+
+
+def test_convs_feeding_an_unfolded_batchnorm_stay_float(tmp_path: Path):
+    # airbench: conv -> max pool -> BatchNorm in each block; the exporter cannot fold that BN into the conv
+    import onnx
+
+    path = _export("airbench", {"widths": [8, 8, 8]}, tmp_path)
+    graph = onnx.load(str(path)).graph
+    nodes = {n.name: n for n in graph.node}
+    pooled = {n.input[0] for n in graph.node if n.op_type == "MaxPool"}
+    keep = rescaled_convs(path)
+    assert sum(nodes[k].op_type == "BatchNormalization" for k in keep) == 3
+    kept_convs = [nodes[k] for k in keep if nodes[k].op_type == "Conv"]
+    assert len(set(keep)) == len(keep) == 6 and all(c.output[0] in pooled for c in kept_convs)  # each block's first conv
+    assert len(image_convs(path)) == 1  # the whitening conv reads the image
+
+
+def test_a_conv_bn_relu_net_keeps_only_its_image_conv(tmp_path: Path):
+    path = _export("cnn", {"width": 8}, tmp_path)  # BN right after each conv: folded into it
+    assert rescaled_convs(path) == [] and len(image_convs(path)) == 1
