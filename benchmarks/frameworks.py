@@ -1,7 +1,8 @@
 """PyTorch vs Keras on the same recipe, in one run: test accuracy (95% bootstrap intervals),
 exact McNemar on the same test images, seconds per epoch, peak memory.
 
-Recipes: ``mnist`` (the README's default job: ``cnnkit train``, MNIST, ``cnn`` width 16, 8 epochs)
+Recipes: ``mnist`` (``cnnkit train --model cnn``: MNIST, ``cnn`` width 16, 8 epochs; the default job's airbench
+is not built for Keras)
 and ``cifar10`` (``benchmarks/recipes/cifar10-best.yaml``: ``cnn`` width 32, convs 1-2-3, 20 epochs).
 Each training runs in its own process, so its peak RSS is its own. ``--jit`` also trains the Keras
 path with an XLA-compiled step (``jit_compile=True``) to show whether it helps on this CPU.
