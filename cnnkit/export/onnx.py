@@ -19,6 +19,7 @@ import torch
 
 from cnnkit.errors import CnnkitError
 from cnnkit.io import write_atomic
+from cnnkit.models.layers import fold_batchnorm
 from cnnkit.runs import LoadedRun
 
 # The exporter's native opset (converting its graph down to 17 fails on Reduce* axes inputs).
@@ -103,7 +104,9 @@ def export_onnx(loaded: LoadedRun, path: str | Path, images: torch.Tensor, opset
         # A Keras run exports its PyTorch twin (same layers, its weights); the check below runs
         # the Keras model itself, so the file is only kept if it computes what Keras computes.
         model = loaded.model.torch_twin() if hasattr(loaded.model, "torch_twin") else loaded.model
-        _write_onnx(model.to("cpu").eval(), example, path, opset)
+        # BNs folded into the convs (checked below against the unfolded model, like the export itself):
+        # fewer ops for every runtime, and no BN left between a conv and the INT8 quantizer.
+        _write_onnx(fold_batchnorm(model.to("cpu")), example, path, opset)
     except Exception as exc:  # noqa: BLE001 - the exporter fails in many ways on unusual models
         raise CnnkitError(f"cannot export {loaded.ref} ({loaded.spec['name']}) to ONNX: {type(exc).__name__}: {exc}") from None
     report = {"run": loaded.ref, "opset": _opset(path), "atol": atol, **compare(loaded, path, images)}

@@ -88,10 +88,11 @@ def image_convs(model_path: Path, max_channels: int = 3) -> list[str]:
 
 
 def rescaled_convs(model_path: Path) -> list[str]:
-    """Convs whose output reaches a BatchNormalization the exporter could not fold (one behind a max
-    pool, as in airbench), and those BatchNormalizations. That BN rescales each channel by its own
-    small spread, while ONNX Runtime quantizes the conv's output per tensor: one uint8 step then spans
-    more than a channel's whole signal (measured: the MNIST airbench run fell from 99.6% to 12%
+    """Convs whose output reaches a BatchNormalization left in the graph (the export folds those it
+    can, ``models.layers.fold_batchnorm``; e.g. one behind a max pool with a negative scale is left),
+    and those BatchNormalizations. Such a BN rescales each channel by its own small spread, while ONNX
+    Runtime quantizes the conv's output per tensor: one uint8 step then spans more than a channel's
+    whole signal (measured on the MNIST airbench run before its BNs were folded: 99.6% fell to 12%
     with its first block's conv in int8). Both stay in float; the convs after them are quantized."""
     import onnx
 

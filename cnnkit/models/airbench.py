@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models import MODELS
@@ -61,6 +62,15 @@ class ConvBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.act(self.norm1(self.pool(self.conv1(x))))
         return self.act(self.norm2(self.conv2(x)))
+
+    def fold_batchnorm_(self) -> None:
+        """In eval mode, fold both BNs into the convs (``cnnkit.models.layers.fold_batchnorm``). norm1
+        sits behind the max pool, but a BN is a per-channel affine map, and max commutes with an
+        affine map whose scale is positive: BN(pool(conv(x))) == pool(BN(conv(x))). The scale here is
+        1/sqrt(var + eps) times a weight fixed at 1; one that is not positive is left unfolded."""
+        if bool((self.norm1.weight > 0).all()):
+            self.conv1, self.norm1 = fuse_conv_bn_eval(self.conv1, self.norm1), nn.Identity()
+        self.conv2, self.norm2 = fuse_conv_bn_eval(self.conv2, self.norm2), nn.Identity()
 
 
 class AirbenchNet(nn.Module):

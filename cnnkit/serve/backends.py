@@ -6,7 +6,6 @@ model's input size differs), and return float32 class probabilities (N, K) as nu
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from cnnkit.data.transforms import Normalization
+from cnnkit.models.layers import fold_batchnorm
 
 
 class Backend(Protocol):
@@ -42,22 +41,6 @@ class ModelInputs:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True,
                               align_corners=False)
         return (x - self.mean).mul_(self.inv_std)
-
-
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every Conv2d -> BatchNorm2d pair inside a Sequential folded into
-    one conv (the BN's scale and shift go into the conv's weights): one op instead of two per
-    layer, same outputs up to float rounding. Other layouts are left as they are."""
-    folded = copy.deepcopy(model).eval()
-    for module in folded.modules():
-        if not isinstance(module, nn.Sequential):
-            continue
-        for i in range(len(module) - 1):
-            conv, bn = module[i], module[i + 1]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
-                module[i] = fuse_conv_bn_eval(conv, bn)
-                module[i + 1] = nn.Identity()
-    return folded
 
 
 class TorchBackend:

@@ -7,6 +7,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from cnnkit.export.onnx import _write_onnx
 from cnnkit.export.quantize import image_convs, rescaled_convs
 from cnnkit.models import build_model
+from cnnkit.models.layers import fold_batchnorm
 
 
 def _export(name: str, kwargs: dict, tmp_path: Path) -> Path:
@@ -35,3 +36,20 @@ def test_convs_feeding_an_unfolded_batchnorm_stay_float(tmp_path: Path):
 def test_a_conv_bn_relu_net_keeps_only_its_image_conv(tmp_path: Path):
     path = _export("cnn", {"width": 8}, tmp_path)  # BN right after each conv: folded into it
     assert rescaled_convs(path) == [] and len(image_convs(path)) == 1
+
+
+def test_folding_removes_every_batchnorm_of_airbench_and_keeps_its_outputs():
+    # norm1 sits behind a max pool: folding it into conv1 is exact because its per-channel scale is positive
+    model = build_model("airbench", num_classes=10, in_channels=3, image_size=32, widths=[8, 16, 16])
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # statistics unlike a fresh BN's, as after training
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.05)
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    x = torch.randn(8, 3, 32, 32, generator=gen)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=1e-5, rtol=1e-4)
