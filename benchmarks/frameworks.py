@@ -51,7 +51,9 @@ def _child(recipe: str, framework: str, args: argparse.Namespace, jit: bool = Fa
     cmd += ["--epochs", str(args.epochs)] if args.epochs else []
     cmd += ["--limit", str(args.limit)] if args.limit else []
     cmd += ["--jit"] if jit else []
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{recipe} in {framework} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
