@@ -5,8 +5,8 @@ also the best one we know at that dataset's budget (the README's default job is 
 train``: MNIST). Precedence: the config defaults < the recipe < ``--config FILE`` < flags. Only
 when the model is not named (nor its arguments, ``--init`` or ``--pretrained``), by a file or a
 flag: a recipe's options were tuned for its model, and naming any model (``--model cnn``) gives
-the plain defaults exactly as before.
-Keras builds only the classic models, so recipes apply to the PyTorch framework.
+the plain defaults exactly as before. Keras builds only the classic models, so recipes apply to
+the PyTorch framework.
 
 The figures behind each recipe (2-core CPU, `python benchmarks/train_recipe.py main`) are in
 the README's benchmark table.
@@ -38,4 +38,3 @@ def with_recipe(raw: dict[str, Any]) -> dict[str, Any]:
     if data not in RECIPES or model.keys() & {"name", "kwargs", "init", "pretrained"} or train.get("framework", "torch") != "torch":
         return raw
     return merge(copy.deepcopy(RECIPES[data]), raw)
-
