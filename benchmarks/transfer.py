@@ -85,9 +85,10 @@ def make_folders(root: Path, out: Path, fractions: list[float], seed: int) -> di
 
 
 def train(data: Path | str, model: str, args: argparse.Namespace, runs: Path, name: str, size: int | None,
-          epochs: int, **model_opts: object) -> str:
+          epochs: int, train_opts: dict | None = None, **model_opts: object) -> str:
     raw = {"data": {"name": str(data), "image_size": size}, "model": {"name": model, **model_opts},
-           "train": {"epochs": epochs, "batch_size": args.batch_size, "seed": args.seed, "progress": False},
+           "train": {"epochs": epochs, "batch_size": args.batch_size, "seed": args.seed, "progress": False,
+                     **(train_opts or {})},
            "run": {"name": name, "runs_dir": str(runs)}}
     if args.threads:
         raw["train"]["threads"] = args.threads

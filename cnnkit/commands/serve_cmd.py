@@ -75,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if gradio_path:
         main_log(f"  Gradio app http://{settings.host}:{settings.port}{gradio_path}/")
     main_log(f"  workers {workers} x {threads} torch thread(s): {how}")
-    serve(settings, args.log_level)
-    return 0
+    return serve(settings, args.log_level)
 
 
 def _workers(workers: str, threads: str) -> tuple[int, int, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -141,23 +142,43 @@ def _handlers(app: FastAPI, metrics: Metrics) -> None:
         return _error(500, "internal", f"internal error ({type(exc).__name__})", metrics)
 
 
+@dataclass
+class RequestCount:
+    """HTTP requests this worker accepted (the app saw them) and answered in full.
+
+    Logged when the worker stops: after a SIGTERM, uvicorn stops accepting, lets the requests
+    in flight finish within its grace period and cancels the rest; "cut off" counts those, so a
+    shutdown that lost an accepted request says so (tests/integration/test_serve_shutdown.py).
+    """
+
+    accepted: int = 0
+    answered: int = 0
+
+    def summary(self) -> str:
+        return (f"{self.accepted} request(s) accepted, {self.answered} answered, "
+                f"{self.accepted - self.answered} cut off")
+
+
 class MetricsMiddleware:
     """Counts and times every HTTP request by route template (bounded label values)."""
 
-    def __init__(self, app: Any, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: Any, metrics: Metrics, count: RequestCount) -> None:
+        self.app, self.metrics, self.count = app, metrics, count
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start, status = time.perf_counter(), 500
+        self.count.accepted += 1
 
         async def send_status(message: dict[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                self.count.answered += 1
 
         try:
             await self.app(scope, receive, send_status)
@@ -173,6 +194,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     registry = ModelRegistry(settings, metrics)
     registry.observer = observer_for(settings, metrics)  # prediction log + drift (issue 16); None: off
     shared = SharedState(settings.state_file) if settings.state_file else None
+    count = RequestCount()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -192,15 +214,17 @@ def create_app(settings: ServeSettings) -> FastAPI:
         await registry.close()
         if registry.observer is not None:
             registry.observer.close()  # writes every queued log line before the process exits
+        log.warning("cnnkit serve: worker %d stopped: %s", os.getpid(), count.summary())
 
     app = FastAPI(title="cnnkit", version=_version_string(), lifespan=lifespan,
                   description="Predictions from cnnkit runs: a JSON API, the KServe v2 inference protocol, "
                               "Grad-CAM explanations, Prometheus metrics and a web page at /.")
     app.state.registry, app.state.metrics, app.state.settings = registry, metrics, settings
+    app.state.requests = count
     _handlers(app, metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_request_bytes,
                        on_refuse=lambda kind: metrics.errors.labels(kind).inc())
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, count=count)
     if settings.gradio_path != "/":  # (cnnkit gradio: the Gradio app is the page)
         _page_routes(app)
     _predict_routes(app, registry, settings)

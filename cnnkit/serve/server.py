@@ -20,6 +20,9 @@ from cnnkit.errors import CnnkitError
 from cnnkit.serve.settings import ModelSpec, ServeSettings
 
 SETTINGS_ENV = "CNNKIT_SERVE_SETTINGS"
+# After SIGTERM, how long requests already accepted may take to finish (Kubernetes' default
+# terminationGracePeriodSeconds is 30, so the pod is not killed first).
+GRACE_S = 10
 
 
 def resolve_models(refs: Sequence[str], runs_dir: str | None) -> tuple[ModelSpec, ...]:
@@ -66,17 +69,20 @@ def app_from_env() -> Any:
     return create_app(ServeSettings.from_json(Path(os.environ[SETTINGS_ENV]).read_text()))
 
 
-def serve(settings: ServeSettings, log_level: str = "warning") -> None:
-    """Blocks until interrupted."""
+def serve(settings: ServeSettings, log_level: str = "warning") -> int:
+    """Blocks until interrupted; returns the exit code."""
     import uvicorn
 
-    common: dict[str, Any] = dict(host=settings.host, port=settings.port, log_level=log_level, access_log=False,
-                                  timeout_graceful_shutdown=10, server_header=False)
+    from cnnkit.serve.workers import WorkerPool, reuse_port_supported
+
+    options: dict[str, Any] = dict(log_level=log_level, access_log=False, timeout_graceful_shutdown=GRACE_S,
+                                   server_header=False)
+    common = dict(host=settings.host, port=settings.port, **options)
     if settings.workers == 1:
         from cnnkit.serve.app import create_app
 
         uvicorn.run(create_app(settings), **common)
-        return
+        return 0
     with tempfile.TemporaryDirectory(prefix="cnnkit-serve-") as tmp:
         metrics_dir = Path(tmp) / "metrics"
         metrics_dir.mkdir()
@@ -86,7 +92,10 @@ def serve(settings: ServeSettings, log_level: str = "warning") -> None:
         # Read by prometheus_client when the workers import it, and by app_from_env.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         os.environ[SETTINGS_ENV] = str(settings_file)
+        if reuse_port_supported():  # a socket per worker: connections spread over all of them
+            return WorkerPool(settings.workers, settings.host, settings.port, options, GRACE_S).run()
         uvicorn.run("cnnkit.serve.server:app_from_env", factory=True, workers=settings.workers, **common)
+        return 0
 
 
 def banner(settings: ServeSettings) -> str:

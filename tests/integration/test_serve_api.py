@@ -68,6 +68,23 @@ def files(*blobs: bytes, kind: str = "image/png"):
     return [("file", (f"{i}.png", b, kind)) for i, b in enumerate(blobs)]
 
 
+def test_the_mnist_format_shortcut_keeps_the_answers(runs, mnist):
+    """Issue 17: MNIST-format uploads skip the digit recipe; the model's labels stay the same."""
+    import torch
+
+    from cnnkit.data.preprocess import digit_image
+    from cnnkit.predict import Predictor
+
+    predictor = Predictor.from_run("digits:v1", runs)
+    images, labels = mnist.images[:1000, 0].numpy(), mnist.labels[:1000].numpy()
+    labels_of = {}
+    for shortcut in (True, False):
+        batch = np.stack([digit_image(img, shortcut=shortcut)[0] for img in images])[:, None]
+        labels_of[shortcut] = predictor.probabilities(torch.from_numpy(batch)).argmax(1).numpy()
+    assert (labels_of[True] != labels_of[False]).sum() <= 5  # at most a borderline few of 1,000
+    assert (labels_of[True] == labels).mean() >= (labels_of[False] == labels).mean() - 0.002
+
+
 def test_predict_multipart_many_images_in_order(client, mnist):
     blobs = [png(mnist.images[i, 0].numpy()) for i in range(6)]
     r = client.post("/predict?top_k=3", files=files(*blobs))
@@ -78,7 +95,7 @@ def test_predict_multipart_many_images_in_order(client, mnist):
         probs = [p["probability"] for p in res["predictions"]]
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
         assert set(res["predictions"][0]) == {"index", "label", "probability"}
-        assert res["preprocessing"][-1] == "center-of-mass"
+        assert res["preprocessing"] == ["mnist-format"]  # MNIST test digits need no step
     top = [res["predictions"][0]["index"] for res in body["results"]]
     assert sum(t == y for t, y in zip(top, mnist.labels[:6].tolist())) >= 4
     # Each answer belongs to its own image: the same images one by one give the same answers.
