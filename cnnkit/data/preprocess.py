@@ -166,7 +166,7 @@ def _remove_background(x: np.ndarray, steps: list[str]) -> np.ndarray:
         return x
     small_size = (max(8, w // 4), max(8, h // 4))
     small = np.asarray(Image.fromarray(x).resize(small_size, Image.Resampling.BOX), dtype=np.float32)
-    span = max(3, round(min(small.shape) * 0.3))
+    span = max(3, round(min(small.shape) * 0.45))
     background = _opening(small, span)
     background = np.asarray(Image.fromarray(background).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
     steps.append("remove-background")
@@ -239,7 +239,10 @@ def _keep_digit(x: np.ndarray, steps: list[str]) -> np.ndarray:
     edge = max(1, round(0.03 * min(h, w)))  # perspective and blur keep edge marks a few pixels in
     touches = np.array([b[0].start < edge or b[1].start < edge or b[0].stop > h - edge or b[1].stop > w - edge for b in boxes])
     bands = np.array([_border_band(b, x.shape) for b in boxes])
-    inner = np.where(~touches & ~bands & (mass >= 0.2 * mass.max()))[0]
+    # Specks are judged against the heaviest component that is not a band along the edge (a
+    # table's edge can outweigh a thin pen digit several times over).
+    heaviest = mass[~bands].max() if (~bands).any() else mass.max()
+    inner = np.where(~touches & ~bands & (mass >= 0.2 * heaviest))[0]
     main = int(inner[np.argmax(mass[inner])]) if inner.size else int(np.argmax(mass))
     rows, cols = boxes[main]
     reach = 0.2 * max(rows.stop - rows.start, cols.stop - cols.start)  # gaps between strokes of one digit

@@ -75,6 +75,27 @@ def test_uneven_light_noise_and_a_table_edge():
     assert "remove-background" in steps
 
 
+def test_a_thin_digit_is_kept_beside_a_heavy_band_at_the_edge():
+    """The table's edge outweighs a fine-pen digit many times; it must not be taken for the digit."""
+    clean, _ = digit_image(seven(size=(300, 300), at=(80, 70), width=4))
+    img = np.asarray(seven(size=(300, 300), at=(80, 70), width=4), dtype=np.float32)
+    img[6:46, :] = 50  # a dark band a few pixels in from the top (perspective fill above it)
+    out, steps = digit_image(Image.fromarray(img.astype(np.uint8)))
+    check_mnist_like(out)
+    assert "keep-digit" in steps
+    assert np.abs(out.astype(int) - clean.astype(int)).mean() < 10
+
+
+def test_bold_strokes_of_a_tight_crop_are_not_hollowed():
+    """A stroke a third of the photo wide is ink, not background: the top-hat must keep it whole."""
+    img = Image.new("RGB", (120, 160), (230, 225, 215))
+    ImageDraw.Draw(img).rectangle((42, 10, 82, 150), fill=(25, 25, 30))  # a bold "1", 40 px wide
+    out, _ = digit_image(img)
+    ys, xs = np.nonzero(out > 128)
+    middle = out[(ys.min() + ys.max()) // 2, xs.min():xs.max() + 1]
+    assert (middle > 128).all(), middle  # solid across, not two edges with a hole between
+
+
 def test_specks_far_from_the_digit_are_dropped():
     clean, _ = digit_image(seven(size=(300, 300), at=(60, 60)))
     img = seven(size=(300, 300), at=(60, 60))
