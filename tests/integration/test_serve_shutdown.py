@@ -1,7 +1,9 @@
-"""SIGTERM under load (what Kubernetes sends): the server stops accepting, answers every request
-it accepted, and exits 0 within its grace period. Each request's fate is tracked on both sides:
-the client counts the responses it got, each worker logs how many requests it accepted and
-answered, and the two must agree."""
+"""Faults under load, each request's fate tracked.
+
+SIGTERM (what Kubernetes sends): the server stops accepting, answers every request it accepted,
+and exits 0 within its grace period; the client counts the responses it got, each worker logs
+how many requests it accepted and answered, and the two must agree. ``kill -9`` of one worker:
+only the request in flight on each of its connections may fail, and the worker is replaced."""
 from __future__ import annotations
 
 import asyncio
@@ -13,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -46,53 +49,66 @@ def _png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-async def _load(url: str, blob: bytes, proc: subprocess.Popen, fates: list[tuple[float, str]]) -> None:
-    """16 keep-alive clients posting until the server is gone; each request's fate recorded."""
-    async def client() -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
-            while proc.poll() is None:
+async def _load(url: str, blob: bytes, until: Callable[[], bool], fates: list[tuple[float, str, int]]) -> None:
+    """16 clients, one keep-alive connection each, posting until ``until()``; every request's
+    (time, outcome, client) recorded."""
+    async def client(k: int) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=1)) as c:
+            while not until():
                 try:
                     r = await c.post("/predict", files=[("file", ("d.png", blob, "image/png"))])
-                    fates.append((time.monotonic(), str(r.status_code)))
+                    fates.append((time.monotonic(), str(r.status_code), k))
                 except httpx.TransportError as exc:  # refused, or closed before a response began
-                    fates.append((time.monotonic(), type(exc).__name__))
+                    fates.append((time.monotonic(), type(exc).__name__, k))
                     await asyncio.sleep(0.01)
 
-    await asyncio.gather(*(client() for _ in range(16)))
+    await asyncio.gather(*(client(k) for k in range(16)))
+
+
+def _start(run_dir: Path, data_dir: Path) -> tuple[subprocess.Popen, str, int]:
+    """``cnnkit serve`` with 2 workers; returns once it is ready, with the responses it gave."""
+    port = _port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "serve", "digits", "--runs-dir", str(run_dir),
+                             "--data-dir", str(data_dir), "--port", str(port), "--workers", "2"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    answered, deadline = 0, time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            r = httpx.get(f"{url}/v2/health/ready", timeout=2)
+            answered += 1
+            if r.status_code == 200:
+                return proc, url, answered
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"not ready: {proc.stderr.read()}")
+
+
+def _blob(data_dir: Path) -> bytes:
+    from cnnkit.data.builtins import load_builtin
+
+    return _png(load_builtin("mnist", data_dir, download=False).test.images[0, 0].numpy())
+
+
+def _workers(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()
+            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
 def test_sigterm_under_load_loses_no_accepted_request(run_dir: Path, data_dir: Path):
-    port = _port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "serve", "digits", "--runs-dir", str(run_dir),
-                             "--data-dir", str(data_dir), "--port", str(port), "--workers", "2"],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-    answered_to_us = 0
+    proc, url, answered_to_us = _start(run_dir, data_dir)
+    fates: list[tuple[float, str, int]] = []
+    sent: dict[str, float] = {}
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                r = httpx.get(f"{url}/v2/health/ready", timeout=2)
-                answered_to_us += 1
-                if r.status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        assert proc.poll() is None, proc.stderr.read()
-        from cnnkit.data.builtins import load_builtin
-
-        blob = _png(load_builtin("mnist", data_dir, download=False).test.images[0, 0].numpy())
-        fates: list[tuple[float, str]] = []
-        sent = {}
-
         def terminate() -> None:
             sent["at"] = time.monotonic()
             proc.send_signal(signal.SIGTERM)
 
         async def scenario() -> None:
             asyncio.get_running_loop().call_later(2.0, terminate)
-            await _load(url, blob, proc, fates)
+            await _load(url, _blob(data_dir), lambda: proc.poll() is not None, fates)
 
         asyncio.run(scenario())
         code = proc.wait(timeout=GRACE_S + 20)
@@ -106,14 +122,53 @@ def test_sigterm_under_load_loses_no_accepted_request(run_dir: Path, data_dir: P
     stopped = re.findall(r"worker \d+ stopped: (\d+) request\(s\) accepted, (\d+) answered, (\d+) cut off", log)
     assert stopped, log
     accepted, answered = sum(int(a) for a, _, _ in stopped), sum(int(b) for _, b, _ in stopped)
-    statuses = [f for _, f in fates]
-    ok = statuses.count("200")
-    assert ok > 50, statuses[:20]
+    statuses = [f for _, f, _ in fates]
+    assert statuses.count("200") > 50, statuses[:20]
     assert set(statuses) <= {"200", "503", "ConnectError", "RemoteProtocolError", "ReadError", "WriteError"}, set(statuses)
     # No request failed before the signal; after it, only ones the server never accepted.
-    assert all(f in ("200", "503") for t, f in fates if t < sent["at"])
+    assert all(f in ("200", "503") for t, f, _ in fates if t < sent["at"])
     assert accepted == answered, log  # nothing cut off: every accepted request was answered ...
     http_answers = sum(1 for s in statuses if s.isdigit())
     assert answered == http_answers + answered_to_us, (answered, http_answers, answered_to_us)  # ... and arrived
     # Each worker listens on its own socket (cnnkit.serve.workers): the 16 connections spread over both.
     assert len(stopped) == 2 and min(int(b) for _, b, _ in stopped) >= 0.05 * answered, stopped
+
+
+def test_kill9_of_a_worker_fails_only_its_requests_in_flight(run_dir: Path, data_dir: Path):
+    proc, url, _ = _start(run_dir, data_dir)
+    fates: list[tuple[float, str, int]] = []
+    try:
+        before = _workers(proc.pid)
+        assert len(before) == 2, before
+        killed: dict[str, float] = {}
+        stop_at = time.monotonic() + 6.0
+
+        def kill() -> None:
+            killed["at"] = time.monotonic()
+            os.kill(before[0], signal.SIGKILL)
+
+        async def scenario() -> None:
+            asyncio.get_running_loop().call_later(2.0, kill)
+            await _load(url, _blob(data_dir), lambda: time.monotonic() > stop_at, fates)
+
+        asyncio.run(scenario())
+        deadline = time.time() + 90
+        while time.time() < deadline and not (len(_workers(proc.pid)) == 2 and before[0] not in _workers(proc.pid)):
+            time.sleep(0.2)
+        after = _workers(proc.pid)
+        assert len(after) == 2 and before[0] not in after, (before, after)  # replaced
+        while time.time() < deadline and httpx.get(f"{url}/v2/health/ready", timeout=2).status_code != 200:
+            time.sleep(0.2)  # ready again once the new worker is warm
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=GRACE_S + 20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    failed = [(t, f, k) for t, f, k in fates if f != "200"]
+    assert all(t >= killed["at"] for t, _, _ in failed), failed  # nothing failed before the kill
+    per_client = {k: sum(1 for _, _, c in failed if c == k) for k in range(16)}
+    assert max(per_client.values()) <= 1, per_client  # each connection lost at most its request in flight
+    assert 0 < len(failed) < 16, failed  # the killed worker held some connections, not all of them
+    assert all(f in ("RemoteProtocolError", "ReadError", "WriteError") for _, f, _ in failed), failed
+    assert sum(1 for t, f, _ in fates if f == "200" and t > killed["at"] + 0.5) > 50  # the rest went on
