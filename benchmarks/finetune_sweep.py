@@ -9,8 +9,8 @@ defaults are chosen without looking at the test photos that ``transfer.py`` repo
     python benchmarks/finetune_sweep.py --arm init --fraction 0.1
 
 Variants (train options on top of the defaults; ``default`` is what ``cnnkit train --pretrained``
-does with no other flag) are listed in VARIANTS; printed per variant: validation accuracy, train
-accuracy at the end, seconds.
+or ``--init`` does with no other flag: training/recipes.FINETUNE) are listed in VARIANTS; printed
+per variant: validation accuracy, train accuracy at the end, seconds.
 """
 from __future__ import annotations
 
@@ -33,11 +33,16 @@ from cnnkit.runs import load  # noqa: E402
 
 VARIANTS: dict[str, dict] = {
     "default": {},
-    "sgd-x1": {"backbone_lr_mult": 1.0},
-    "sgd-lr0.1-x0.1": {"lr": 0.1},
+    "sgd-x0.1": {"optimizer": "sgd", "backbone_lr_mult": 0.1},
+    "sgd-x1": {"optimizer": "sgd", "backbone_lr_mult": 1.0},
+    "sgd-lr0.1-x0.1": {"optimizer": "sgd", "lr": 0.1, "backbone_lr_mult": 0.1},
+    "sgd-lr0.1-x1": {"optimizer": "sgd", "lr": 0.1, "backbone_lr_mult": 1.0},
     "adamw-x0.1": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01},
     "adamw-x0.3": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "backbone_lr_mult": 0.3},
     "adamw-x1": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "backbone_lr_mult": 1.0},
+    "adamw-lr3e-4-x1": {"optimizer": "adamw", "lr": 3e-4, "weight_decay": 0.01, "backbone_lr_mult": 1.0},
+    "adamw-lr3e-3-x1": {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.01, "backbone_lr_mult": 1.0},
+    "adamw-lr1e-2-x1": {"optimizer": "adamw", "lr": 1e-2, "weight_decay": 0.01, "backbone_lr_mult": 1.0},
     "adamw-probe": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "freeze": "backbone"},
     "adamw-probe-unfreeze": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "freeze": "backbone",
                              "unfreeze_at": "half", "backbone_lr_mult": 0.3},

@@ -43,6 +43,7 @@ from cnnkit.data.sources import load_dataset  # noqa: E402
 from cnnkit.evaluation.compare import paired_test  # noqa: E402
 from cnnkit.evaluation.evaluate import evaluate_loaded  # noqa: E402
 from cnnkit.runs import load  # noqa: E402
+from cnnkit.training.recipes import with_recipe  # noqa: E402
 from cnnkit.training.run import train_run  # noqa: E402
 
 DATA = Path(os.environ.get("CNNKIT_TEST_DATA", ROOT.parent / "shared" / "data")) / "sign-language-digits"
@@ -92,7 +93,7 @@ def train(data: Path | str, model: str, args: argparse.Namespace, runs: Path, na
            "run": {"name": name, "runs_dir": str(runs)}}
     if args.threads:
         raw["train"]["threads"] = args.threads
-    outcome = train_run(Config.from_dict(raw))
+    outcome = train_run(Config.from_dict(with_recipe(raw)))  # the defaults `cnnkit train` would give
     return outcome.run.ref
 
 

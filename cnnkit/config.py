@@ -83,8 +83,8 @@ class TrainConfig:
     freeze: str = opt("auto", "fine-tuning: 'backbone' (all but the head), 'none', or N (the first N stages/blocks); "
                       "auto: none (see the README's transfer table)")
     unfreeze_at: int = opt(0, "from this epoch (1-based) on the whole network trains (0 = never)")
-    backbone_lr_mult: float | None = opt(None, "learning-rate factor for all but the head; default 1, "
-                                         "or 0.1 with --pretrained / --init")
+    backbone_lr_mult: float | None = opt(None, "learning-rate factor for all but the head (default 1: measured best "
+                                         "for fine-tuning too, see the README's transfer section)")
     amp: Literal["auto", "bf16", "off"] = opt("auto", "bf16 autocast: auto = on for CUDA, off for CPU")
     channels_last: Literal["auto", "on", "off"] = opt("auto", "channels_last memory format: auto = on for CUDA and CPU")
     compile: bool = opt(False, "torch.compile the model")

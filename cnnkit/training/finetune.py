@@ -248,17 +248,14 @@ def lineage(run: Any, runs_dir: str | None, limit: int = 20) -> list[str]:
 
 # ----------------------------------------------------------------------------- train_run's hooks
 
-# Defaults when starting from learned weights (--pretrained or --init), from benchmarks/transfer.py.
-FINETUNE_BACKBONE_LR_MULT = 0.1
-
-
 def resolve_defaults(cfg: Any) -> None:
-    """Turn the ``auto`` fine-tuning options into values (stored so the run records what ran)."""
-    starts_learned = bool(cfg.model.pretrained or cfg.model.init)
+    """Turn the ``auto`` fine-tuning options into values (stored so the run records what ran). The
+    optimizer defaults for --pretrained / --init are set with the raw options (training/recipes.py),
+    where it is known which options the user named."""
     if str(cfg.train.freeze).lower() == "auto":
         cfg.train.freeze = "none"
     if cfg.train.backbone_lr_mult is None:
-        cfg.train.backbone_lr_mult = FINETUNE_BACKBONE_LR_MULT if starts_learned else 1.0
+        cfg.train.backbone_lr_mult = 1.0
 
 
 def open_parent(cfg: Any) -> Parent | None:

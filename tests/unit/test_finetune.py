@@ -104,6 +104,6 @@ def test_defaults_follow_the_start() -> None:
     scratch = Config.from_dict({})
     finetune.resolve_defaults(scratch)
     assert scratch.train.freeze == "none" and scratch.train.backbone_lr_mult == 1.0
-    tuned = Config.from_dict({"model": {"name": "efficientnet-lite0", "pretrained": True}})
-    finetune.resolve_defaults(tuned)
-    assert tuned.train.backbone_lr_mult == finetune.FINETUNE_BACKBONE_LR_MULT
+    tuned = Config.from_dict({"model": {"name": "efficientnet-lite0", "pretrained": True}, "train": {"freeze": "2"}})
+    finetune.resolve_defaults(tuned)  # every layer at the full rate unless told (the transfer sweep's finding)
+    assert tuned.train.freeze == "2" and tuned.train.backbone_lr_mult == 1.0

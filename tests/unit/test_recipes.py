@@ -6,7 +6,7 @@ import pytest
 
 from cnnkit.cli import build_parser, config_from_args
 from cnnkit.config import Config
-from cnnkit.training.recipes import RECIPES
+from cnnkit.training.recipes import FINETUNE, RECIPES
 
 
 def _cfg(*argv: str) -> Config:
@@ -42,3 +42,19 @@ def test_every_recipe_is_a_valid_config():
     for data, recipe in RECIPES.items():
         cfg = Config.from_dict({**recipe, "data": {"name": data}})
         assert cfg.model.name == recipe["model"]["name"]
+
+
+def test_starting_from_learned_weights_gets_the_fine_tuning_optimizer():
+    tuned = _cfg("--model", "efficientnet-lite0", "--pretrained")
+    want = FINETUNE["pretrained"]
+    assert (tuned.train.optimizer, tuned.train.lr, tuned.train.weight_decay) == (want["optimizer"], want["lr"], want["weight_decay"])
+    assert tuned.train.epochs == Config().train.epochs  # only the optimizer changes
+    assert _cfg("--model", "efficientnet-lite0", "--pretrained", "--lr", "1e-3").train.lr == 1e-3
+    initd = _cfg("--init", "some-run")
+    assert (initd.train.optimizer, initd.train.lr) == (FINETUNE["init"]["optimizer"], FINETUNE["init"]["lr"])
+
+
+def test_naming_the_optimizer_drops_the_fine_tuning_defaults():
+    # an lr chosen for AdamW would be far too small for SGD: the user's optimizer gets its own default lr
+    cfg = _cfg("--model", "efficientnet-lite0", "--pretrained", "--optimizer", "sgd")
+    assert (cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay) == ("sgd", Config().train.lr, Config().train.weight_decay)
