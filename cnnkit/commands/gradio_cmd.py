@@ -44,5 +44,4 @@ def run(args: argparse.Namespace) -> int:
                              monitoring=monitoring_from_args(args), gradio_path="/")
     models = ", ".join(f"{m.name}:v{m.version}" for m in settings.models)
     main_log(f"cnnkit gradio: {models} on http://{settings.host}:{settings.port}/")
-    serve(settings, args.log_level)
-    return 0
+    return serve(settings, args.log_level)
