@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.serve_faults import workers
 from cnnkit.serve.server import GRACE_S
 
 
@@ -92,11 +93,6 @@ def _blob(data_dir: Path) -> bytes:
     return _png(load_builtin("mnist", data_dir, download=False).test.images[0, 0].numpy())
 
 
-def _workers(pid: int) -> list[int]:
-    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()
-            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
-
-
 def test_sigterm_under_load_loses_no_accepted_request(run_dir: Path, data_dir: Path):
     proc, url, answered_to_us = _start(run_dir, data_dir)
     fates: list[tuple[float, str, int]] = []
@@ -138,7 +134,7 @@ def test_kill9_of_a_worker_fails_only_its_requests_in_flight(run_dir: Path, data
     proc, url, _ = _start(run_dir, data_dir)
     fates: list[tuple[float, str, int]] = []
     try:
-        before = _workers(proc.pid)
+        before = workers(proc.pid)
         assert len(before) == 2, before
         killed: dict[str, float] = {}
         stop_at = time.monotonic() + 6.0
@@ -153,9 +149,10 @@ def test_kill9_of_a_worker_fails_only_its_requests_in_flight(run_dir: Path, data
 
         asyncio.run(scenario())
         deadline = time.time() + 90
-        while time.time() < deadline and not (len(_workers(proc.pid)) == 2 and before[0] not in _workers(proc.pid)):
+        after = workers(proc.pid)
+        while time.time() < deadline and not (len(after) == 2 and before[0] not in after):
             time.sleep(0.2)
-        after = _workers(proc.pid)
+            after = workers(proc.pid)
         assert len(after) == 2 and before[0] not in after, (before, after)  # replaced
         while time.time() < deadline and httpx.get(f"{url}/v2/health/ready", timeout=2).status_code != 200:
             time.sleep(0.2)  # ready again once the new worker is warm
