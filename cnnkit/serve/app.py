@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cnnkit.errors import CnnkitError
 from cnnkit.serve import protocol_v2 as v2
 from cnnkit.serve import service
-from cnnkit.serve.batching import BatcherClosed, QueueFull
+from cnnkit.serve.fastpath import DEFAULT_TOP_K, FastPredict
 from cnnkit.serve.inputs import read_images
 from cnnkit.serve.limits import ApiError, BodyLimit
 from cnnkit.serve.monitoring import observer_for
@@ -41,14 +41,13 @@ from cnnkit.serve.schemas import (
     PredictResponse,
     error_responses,
 )
-from cnnkit.serve.settings import ADMIN_ENV, ModelSpec, Preprocess, ServeSettings
+from cnnkit.serve.settings import ADMIN_ENV, Limits, ModelSpec, Preprocess, ServeSettings
 
 log = logging.getLogger("cnnkit.serve")
-T = TypeVar("T")
 # What a request that carries images may be answered with (/predict, /explain, v2 infer).
 REQUEST_ERRORS = error_responses(400, 404, 413, 415, 422, 503, 504)
 
-TOP_K = Query(5, ge=1, le=1000, description="how many classes to return per image")
+TOP_K = Query(DEFAULT_TOP_K, ge=1, le=Limits.max_top_k, description="how many classes to return per image")
 PREPROCESS = Query("auto", description="auto: the run's default (digit photo preprocessing for digit runs); "
                                        "digits: force it; plain: only resize as trained")
 INCLUDE_INPUT = Query(False, description="also return the image the model saw (PNG data URL)")
@@ -91,17 +90,6 @@ def _version(raw: str | None) -> int | None:
     if not raw.isdigit() or len(raw) > 9:
         raise ApiError(404, "unknown_version", f"version must be a positive integer, got {raw!r}")
     return int(raw)
-
-
-async def _timed(work: Awaitable[T], seconds: float) -> T:
-    try:
-        return await asyncio.wait_for(work, seconds)
-    except TimeoutError:
-        raise ApiError(504, "timeout", f"no answer within the {seconds:g} s request timeout") from None
-    except QueueFull as exc:
-        raise ApiError(503, "overloaded", f"server busy: {exc}", {"Retry-After": "1"}) from None
-    except BatcherClosed as exc:
-        raise ApiError(503, "unloaded", f"{exc}; retry", {"Retry-After": "1"}) from None
 
 
 def _error(status: int, kind: str, message: str, metrics: Metrics, **extra: Any) -> JSONResponse:
@@ -189,6 +177,19 @@ class MetricsMiddleware:
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
 
+class CnnkitAPI(FastAPI):
+    """FastAPI with ``POST /predict`` answered first by ``FastPredict`` when it takes the request."""
+
+    fast: FastPredict | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        opts = self.fast.take(scope) if self.fast is not None else None
+        if opts is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.fast(scope, receive, send, opts)
+
+
 def create_app(settings: ServeSettings) -> FastAPI:
     metrics = Metrics.create()
     registry = ModelRegistry(settings, metrics)
@@ -216,11 +217,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
             registry.observer.close()  # writes every queued log line before the process exits
         log.warning("cnnkit serve: worker %d stopped: %s", os.getpid(), count.summary())
 
-    app = FastAPI(title="cnnkit", version=_version_string(), lifespan=lifespan,
+    app = CnnkitAPI(title="cnnkit", version=_version_string(), lifespan=lifespan,
                   description="Predictions from cnnkit runs: a JSON API, the KServe v2 inference protocol, "
                               "Grad-CAM explanations, Prometheus metrics and a web page at /.")
     app.state.registry, app.state.metrics, app.state.settings = registry, metrics, settings
     app.state.requests = count
+    app.fast = FastPredict(registry, settings, metrics, count)
     _handlers(app, metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_request_bytes,
                        on_refuse=lambda kind: metrics.errors.labels(kind).inc())
@@ -275,7 +277,7 @@ def _predict_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettin
                           preprocess: Preprocess = PREPROCESS, include_input: bool = INCLUDE_INPUT) -> JSONResponse:
             model = registry.get(at.name, _version(at.version))
             work = service.predict(model, read_images(request, limits), top_k, preprocess, limits, include_input)
-            return JSONResponse(await _timed(work, limits.timeout_s))
+            return JSONResponse(await service.timed(work, limits.timeout_s))
 
         return predict
 
@@ -303,7 +305,7 @@ def _explain_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettin
                           target: int | None = target_q, preprocess: Preprocess = PREPROCESS) -> JSONResponse:
             model = registry.get(at.name, _version(at.version))
             work = service.explain(model, read_images(request, limits), top_k, target, preprocess, limits)
-            return JSONResponse(await _timed(work, limits.timeout_s))
+            return JSONResponse(await service.timed(work, limits.timeout_s))
 
         return explain
 
@@ -343,7 +345,7 @@ def _v2_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings, s
             payload, headers = await service.infer_v2(model, await request.body(), request.headers, limits)
             return Response(payload, headers=headers, media_type=headers.pop("content-type"))
 
-        return await _timed(work(), limits.timeout_s)
+        return await service.timed(work(), limits.timeout_s)
 
     infer_doc = dict(tags=["kserve-v2"], openapi_extra={"requestBody": INFER_BODY}, response_model=None,
                      responses={200: {"content": {"application/json": {}, "application/octet-stream": {}}}, **REQUEST_ERRORS})

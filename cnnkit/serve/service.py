@@ -11,13 +11,14 @@ import base64
 import io
 import threading
 from collections.abc import Awaitable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from cnnkit.data.imageio import ImageTooLarge
 from cnnkit.errors import CnnkitError
 from cnnkit.serve import protocol_v2 as v2
+from cnnkit.serve.batching import BatcherClosed, QueueFull
 from cnnkit.serve.limits import ApiError, decompress
 from cnnkit.serve.repository import ServedModel
 from cnnkit.serve.settings import Limits, Preprocess
@@ -26,6 +27,22 @@ from cnnkit.serve.settings import Limits, Preprocess
 INLINE_BYTES = 16 * 1024
 # Grad-CAM needs gradients: one at a time per process, so it cannot starve the predictions.
 _EXPLAIN_LOCK = threading.Lock()
+T = TypeVar("T")
+
+
+async def timed(work: Awaitable[T], seconds: float) -> T:
+    """``work``'s result, or the 504/503 that says why there is none (timeout, queue full, unloaded).
+
+    ``asyncio.timeout`` rather than ``wait_for``: no extra task per request on the hot path."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await work
+    except TimeoutError:
+        raise ApiError(504, "timeout", f"no answer within the {seconds:g} s request timeout") from None
+    except QueueFull as exc:
+        raise ApiError(503, "overloaded", f"server busy: {exc}", {"Retry-After": "1"}) from None
+    except BatcherClosed as exc:
+        raise ApiError(503, "unloaded", f"{exc}; retry", {"Retry-After": "1"}) from None
 
 
 def _digits(mode: Preprocess) -> bool | None:

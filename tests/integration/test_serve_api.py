@@ -58,9 +58,12 @@ def settings_for(runs: Path, refs=("digits:v1",), **kw) -> ServeSettings:
     return ServeSettings(models=resolve_models(list(refs), str(runs)), runs_dir=str(runs), **kw)
 
 
-@pytest.fixture(scope="module")
-def client(runs: Path):
+@pytest.fixture(scope="module", params=["fastpath", "framework"])
+def client(runs: Path, request):
+    """Every test against both ways a POST /predict is answered (cnnkit.serve.fastpath, or FastAPI's route)."""
     with TestClient(create_app(settings_for(runs, limits=Limits(max_request_bytes=2_000_000, max_images=8)))) as c:
+        if request.param == "framework":
+            c.app.fast = None
         yield c
 
 
