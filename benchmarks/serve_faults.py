@@ -4,7 +4,8 @@ Each scenario starts its own server with the defaults (``--workers auto``), load
 (or the asyncio client where per-status latencies are needed) and prints one line of figures:
 - kill9: ``kill -9`` of one worker under c=16 load; failed requests (only in-flight ones may)
   and whether the worker came back;
-- sigterm: SIGTERM to the server under load; exit code, seconds to exit, failures;
+- sigterm: SIGTERM to the server under load; exit code, seconds to exit, requests the workers
+  accepted and answered (failed: accepted but cut off);
 - overload: 256 connections; accepted req/s, shed (503 + Retry-After) count, p99 of accepted;
 - slow: one client sending its body 1 byte/s plus 100 idle keep-alive connections beside c=16;
 - admin: loading a new version through the admin endpoint under c=16 load; failed requests.
@@ -85,6 +86,8 @@ def kill9(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def sigterm(ctx: dict[str, Any]) -> dict[str, Any]:
+    """wrk keeps sending after the server has gone, so its socket errors count requests no server
+    could have accepted; what matters is the workers' own count (accepted vs answered) in the log."""
     proc, port = ctx["start"]({})
     out: dict[str, Any] = {}
     t = _later(4.0, lambda: (os.kill(proc.pid, signal.SIGTERM), time.perf_counter())[1], out)
@@ -95,8 +98,12 @@ def sigterm(ctx: dict[str, Any]) -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         ctx["stop"](proc)
         code = None
+    stopped = re.findall(r"stopped: (\d+) request\(s\) accepted, (\d+) answered, (\d+) cut off",
+                         ctx["log_of"](port).read_text())
+    accepted, answered, cut = (sum(int(row[i]) for row in stopped) for i in range(3))
     return {**r, "exit_code": code, "seconds_to_exit": round(time.perf_counter() - out["result"], 2)
-            if code is not None else None, "grace_period_s": 10}
+            if code is not None else None, "grace_period_s": 10, "workers_stopped": len(stopped),
+            "accepted": accepted, "answered": answered, "failed_requests": cut}
 
 
 def overload(ctx: dict[str, Any]) -> dict[str, Any]:

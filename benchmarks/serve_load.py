@@ -209,14 +209,15 @@ def run_faults(args: argparse.Namespace, body: bytes, env: dict[str, str]) -> di
             a = argparse.Namespace(**{**vars(args), **over})
             cmd = [c.replace("{port}", str(port)) for c in servers(a)["cnnkit-torch"]]
             return start(cmd, f"http://127.0.0.1:{port}/v2/health/ready", {**env, "CNNKIT_ADMIN_TOKEN": faults.TOKEN},
-                         Path(tmp) / f"fault-{port}.log"), port
+                         ctx["log_of"](port)), port
 
         ctx = {"start": start_server, "stop": stop, "body": body, "tmp": tmp, "run_path": run_path,
+               "log_of": lambda port: Path(tmp) / f"fault-{port}.log",
                "measure": lambda port, c, s: measure(f"http://127.0.0.1:{port}/predict", body, body_file, c, s),
                "by_status": lambda port, c, s: run_python(f"http://127.0.0.1:{port}/predict", body, c, s)}
         for name in names:
             r = faults.SCENARIOS[name](ctx)
-            if "socket_errors" in r or "non_2xx" in r:
+            if "failed_requests" not in r and ("socket_errors" in r or "non_2xx" in r):
                 r["failed_requests"] = faults.errors_of(r)
             results[name] = r
             print(faults.summary(name, r), flush=True)

@@ -198,7 +198,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     count = RequestCount()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # In command-line order: the first name is the default model, and for each name the
         # last version named is its current one.
         for spec in settings.models:
@@ -206,7 +206,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         registry.default = settings.models[0].name if settings.models else None
         follower = asyncio.create_task(shared.follow(registry)) if shared else None
         registry.ready = True  # every model was warmed as it loaded (cnnkit.serve.warmup)
-        if shared:
+        if shared and app.state.ready_at_startup:  # (cnnkit.serve.workers marks it once listening)
             shared.mark_ready()
         yield
         registry.ready = False
@@ -221,7 +221,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                   description="Predictions from cnnkit runs: a JSON API, the KServe v2 inference protocol, "
                               "Grad-CAM explanations, Prometheus metrics and a web page at /.")
     app.state.registry, app.state.metrics, app.state.settings = registry, metrics, settings
-    app.state.requests = count
+    app.state.requests, app.state.shared, app.state.ready_at_startup = count, shared, True
     app.fast = FastPredict(registry, settings, metrics, count)
     _handlers(app, metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_request_bytes,

@@ -70,7 +70,13 @@ class Batcher(Generic[T, R]):
 
     @contextmanager
     def incoming(self) -> Iterator[None]:
-        """Mark a request on its way to ``submit`` (while its images are decoded)."""
+        """Mark a request on its way to ``submit`` (while its images are decoded).
+
+        Raises QueueFull at once when the items waiting and the requests already on their way
+        reach ``max_queue``: under overload a request that would be refused anyway is refused
+        before its body is read and decoded, work that only delayed the accepted ones."""
+        if len(self._pending) + self._incoming >= self.max_queue:
+            raise QueueFull(f"{len(self._pending)} images are waiting and {self._incoming} requests are being read")
         self._incoming += 1
         try:
             yield
@@ -99,6 +105,8 @@ class Batcher(Generic[T, R]):
         """All of ``items`` (they may land in different passes); results in the same order."""
         if len(self._pending) + len(items) > self.max_queue:
             raise QueueFull(f"{len(self._pending)} images are already waiting for this model")
+        if len(items) == 1:  # the usual request: no task per item
+            return [await self.submit(items[0])]
         return list(await asyncio.gather(*(self.submit(i) for i in items)))
 
     async def close(self, drain: bool = True) -> None:

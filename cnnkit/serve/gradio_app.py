@@ -13,7 +13,6 @@ run history, no SSR (no Node server). ``gradio`` is imported only here, inside f
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import os
@@ -98,12 +97,9 @@ async def answer(registry: Any, settings: ServeSettings, choice: str | None, blo
     model = pick(registry, choice)
     limits = settings.limits
     try:
-        work = service.explain(model, _given([blob]), TOP_K, None, "auto", limits)
-        out = await asyncio.wait_for(work, limits.timeout_s)
+        out = await service.timed(service.explain(model, _given([blob]), TOP_K, None, "auto", limits), limits.timeout_s)
     except ApiError as exc:
         raise _error(exc) from None
-    except TimeoutError:
-        raise _error(ApiError(504, "timeout", f"no answer within the {limits.timeout_s:g} s request timeout")) from None
     result = out["results"][0]
     label = {p["label"]: p["probability"] for p in result["predictions"]}
     steps = f"{out['model']}:v{out['version']} · " + " → ".join(result["preprocessing"])

@@ -8,7 +8,10 @@ worker, 1 on the other). With SO_REUSEPORT each worker listens on its own socket
 same port, and the kernel hashes each new connection to one of them.
 
 A worker binds at start but listens only when uvicorn has run the app's startup (the models
-loaded and warmed), so no connection waits on a cold worker. The supervisor here restarts a
+loaded and warmed), so no connection waits on a cold worker; it counts as ready (``/v2/health/ready``)
+only once it listens, so a client that connects as soon as the server is ready spreads its
+connections over every worker (marked at the end of startup instead, the last worker's first
+milliseconds were missed: a 16-connection load test once put all 16 on one worker, half the req/s). The supervisor here restarts a
 worker that dies (``kill -9``), and on SIGTERM/SIGINT passes SIGTERM to every worker, which
 stops accepting, finishes what it accepted within uvicorn's grace period, and exits.
 """
@@ -56,9 +59,19 @@ def check_port(host: str, port: int) -> None:
 def _worker(host: str, port: int, options: dict[str, Any]) -> None:
     import uvicorn
 
+    from cnnkit.serve.server import app_from_env
+
+    class ListeningServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)  # the app's startup, then listen()
+            if shared is not None and not self.should_exit:
+                shared.mark_ready()
+
     sock = _socket(host, port, reuse_port=True)  # not listening yet: uvicorn listens after startup
-    config = uvicorn.Config("cnnkit.serve.server:app_from_env", factory=True, host=host, port=port, **options)
-    uvicorn.Server(config).run(sockets=[sock])
+    app = app_from_env()
+    app.state.ready_at_startup = False  # marked by ListeningServer instead
+    shared = app.state.shared
+    ListeningServer(uvicorn.Config(app, host=host, port=port, **options)).run(sockets=[sock])
 
 
 class WorkerPool:

@@ -159,6 +159,26 @@ def test_queue_limit_raises_queue_full():
     run(main())
 
 
+def test_incoming_refuses_when_the_queue_and_the_requests_on_their_way_reach_the_limit():
+    async def main():
+        b = Batcher(Recorder(delay=0.2), max_batch=1, max_wait_s=0.0, max_queue=3)
+        b.start()
+        first = asyncio.create_task(b.submit(0))
+        await asyncio.sleep(0.05)  # running: the queue is empty again
+        queued = [asyncio.create_task(b.submit(1))]
+        await asyncio.sleep(0)
+        with b.incoming(), b.incoming():  # 1 waiting + 2 on their way = 3
+            with pytest.raises(QueueFull, match="being read"):
+                with b.incoming():
+                    pass
+        with b.incoming():  # one left the queue of requests on their way: room again
+            pass
+        await asyncio.gather(first, *queued)
+        await b.close()
+
+    run(main())
+
+
 def test_close_drains_then_refuses():
     rec = Recorder(delay=0.05)
 
