@@ -1,10 +1,10 @@
 """Starting the server: resolve the runs once, export ONNX once, then uvicorn with N workers.
 
 Work that must happen once (finding the run folders, exporting and checking ONNX) happens here
-in the parent, before any worker exists. One worker runs in this process; several are
-uvicorn's worker processes sharing the socket, each loading the models itself from the
-settings passed in an environment variable, with Prometheus multiprocess mode and a shared
-state file so metrics and admin swaps cover all of them.
+in the parent, before any worker exists. One worker runs in this process; several are worker
+processes (``cnnkit.serve.workers``: this process accepts and deals the connections), each
+loading the models itself from the settings passed in an environment variable, with Prometheus
+multiprocess mode and a shared state file so metrics and admin swaps cover all of them.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def serve(settings: ServeSettings, log_level: str = "warning") -> int:
     """Blocks until interrupted; returns the exit code."""
     import uvicorn
 
-    from cnnkit.serve.workers import WorkerPool, reuse_port_supported
+    from cnnkit.serve.workers import WorkerPool, handoff_supported
 
     options: dict[str, Any] = dict(log_level=log_level, access_log=False, timeout_graceful_shutdown=GRACE_S,
                                    server_header=False)
@@ -92,7 +92,7 @@ def serve(settings: ServeSettings, log_level: str = "warning") -> int:
         # Read by prometheus_client when the workers import it, and by app_from_env.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         os.environ[SETTINGS_ENV] = str(settings_file)
-        if reuse_port_supported():  # a socket per worker: connections spread over all of them
+        if handoff_supported():  # the supervisor deals connections to the workers in turn
             return WorkerPool(settings.workers, settings.host, settings.port, options, GRACE_S).run()
         uvicorn.run("cnnkit.serve.server:app_from_env", factory=True, workers=settings.workers, **common)
         return 0

@@ -126,8 +126,8 @@ def test_sigterm_under_load_loses_no_accepted_request(run_dir: Path, data_dir: P
     assert accepted == answered, log  # nothing cut off: every accepted request was answered ...
     http_answers = sum(1 for s in statuses if s.isdigit())
     assert answered == http_answers + answered_to_us, (answered, http_answers, answered_to_us)  # ... and arrived
-    # Each worker listens on its own socket (cnnkit.serve.workers): the 16 connections spread over both.
-    assert len(stopped) == 2 and min(int(b) for _, b, _ in stopped) >= 0.05 * answered, stopped
+    # The supervisor deals connections in turn (cnnkit.serve.workers): 8 of the 16 to each worker.
+    assert len(stopped) == 2 and min(int(b) for _, b, _ in stopped) >= 0.3 * answered, stopped
 
 
 def test_kill9_of_a_worker_fails_only_its_requests_in_flight(run_dir: Path, data_dir: Path):
