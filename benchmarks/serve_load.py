@@ -48,6 +48,8 @@ def multipart(png: bytes) -> bytes:
 
 
 def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Until ``url`` answers: 200 from a readiness URL (503 means some worker is not warm yet),
+    any HTTP answer from another (405 for GET /predict on Flask)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -56,7 +58,9 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180
             urllib.request.urlopen(url, timeout=1)
             return
         except urllib.error.HTTPError:
-            return  # it answers (405 for GET /predict on Flask)
+            if not url.endswith("/ready"):
+                return
+            time.sleep(0.1)
         except OSError:
             time.sleep(0.3)
     raise RuntimeError(f"{url} not ready after {timeout} s")

@@ -11,7 +11,8 @@ connection and hands its file descriptor to the next warm worker in turn over a 
 (SCM_RIGHTS); the worker serves it with uvicorn's own HTTP protocol. 16 connections split 8/8.
 
 A worker takes connections only after the app's startup (models loaded and warmed) and counts
-as ready (``/v2/health/ready``) only then. The supervisor restarts a worker that dies (``kill
+as ready (``/v2/health/ready``) only then; the server listens once every worker is ready, so the
+first clients' keep-alive connections are not all dealt to the first worker to warm up. The supervisor restarts a worker that dies (``kill
 -9``), gives its share to the others meanwhile, and on SIGTERM/SIGINT closes the listening
 socket and passes SIGTERM to every worker, which finishes what it accepted within uvicorn's
 grace period and exits.
@@ -46,7 +47,7 @@ def handoff_supported() -> bool:
 
 def bind(host: str, port: int) -> socket.socket:
     """The server's socket, bound (the port is ours) but not listening: a client that connects
-    before a worker is warm is refused at once rather than left waiting in the backlog."""
+    before the workers are warm is refused at once rather than left waiting in the backlog."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -148,7 +149,7 @@ class WorkerPool:
             self.workers = [self._start() for _ in range(self.count)]
             while not self.stopping:
                 watched: list[Any] = [w.process.sentinel for w in self.workers] + [w.channel for w in self.workers]
-                if not listening and any(w.ready for w in self.workers):
+                if not listening and all(w.ready for w in self.workers):  # ready means every worker warm
                     listener.listen(BACKLOG)
                     listening = True
                 if listening:

@@ -79,8 +79,9 @@ def _start(run_dir: Path, data_dir: Path) -> tuple[subprocess.Popen, str, int]:
         try:
             r = httpx.get(f"{url}/v2/health/ready", timeout=2)
             answered += 1
-            if r.status_code == 200:
-                return proc, url, answered
+            # It listens only once every worker is warm (cnnkit.serve.workers): the first answer is "ready".
+            assert r.status_code == 200, r.text
+            return proc, url, answered
         except httpx.TransportError:
             time.sleep(0.2)
     proc.kill()
