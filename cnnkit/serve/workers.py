@@ -5,8 +5,8 @@ How connections reach workers decides how fast N workers are together. uvicorn's
 waiting, so the 16 keep-alive connections of a load test (or of a proxy's pool) all land on one
 worker (measured: 742 requests on one, 1 on the other). A socket per worker with SO_REUSEPORT
 lets the kernel hash connections to workers, which is fair only on average: 16 connections split
-10/6 or 11/5 often enough that the same server measured 1,000 or 2,400 req/s from one start to
-the next. So here, as Node's cluster module does by default, the supervisor accepts each
+10/6 or worse in about half the starts, and a 10/6 split measured 1,700-1,930 req/s where 8/8
+gave 2,250 (wrk -t2 -c16, 2 cores). So here, as Node's cluster module does by default, the supervisor accepts each
 connection and hands its file descriptor to the next warm worker in turn over a Unix socket
 (SCM_RIGHTS); the worker serves it with uvicorn's own HTTP protocol. 16 connections split 8/8.
 
