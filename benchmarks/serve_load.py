@@ -104,11 +104,16 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+# One load thread, as issue 17 measures (wrk -t1 -c16): on this 2-core machine a second wrk thread
+# takes CPU from the server under test (cnnkit c=16 measured ~2,400 req/s with -t2, ~2,600 with -t1).
+WRK_THREADS = 1
+
+
 def run_wrk(url: str, body_file: Path, conns: int, seconds: float) -> dict[str, float]:
     script = body_file.with_suffix(".lua")
     script.write_text(f'local f = io.open("{body_file}", "rb")\nwrk.method = "POST"\nwrk.body = f:read("*a")\nf:close()\n'
                       f'wrk.headers["Content-Type"] = "multipart/form-data; boundary={BOUNDARY}"\n')
-    threads = min(conns, 2)
+    threads = WRK_THREADS
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s",
                           "-s", str(script), url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
