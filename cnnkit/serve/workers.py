@@ -4,18 +4,19 @@ How connections reach workers decides how fast N workers are together. uvicorn's
 ``workers=N`` shares one listening socket: whichever worker wakes first accepts every connection
 waiting, so the 16 keep-alive connections of a load test (or of a proxy's pool) all land on one
 worker (measured: 742 requests on one, 1 on the other). A socket per worker with SO_REUSEPORT
-lets the kernel hash connections to workers, which is fair only on average: 16 connections split
-10/6 or worse in about half the starts, and a 10/6 split measured 1,700-1,930 req/s where 8/8
-gave 2,250 (wrk -t2 -c16, 2 cores). So here, as Node's cluster module does by default, the supervisor accepts each
-connection and hands its file descriptor to the next warm worker in turn over a Unix socket
-(SCM_RIGHTS); the worker serves it with uvicorn's own HTTP protocol. 16 connections split 8/8.
+lets the kernel hash connections to workers, which is fair only on average: 16 connections
+split 10/6 or worse in 4 of 11 starts (45% by chance), and a 10/6 split measured 1,700-1,930
+req/s where 8/8 gave 2,250 (wrk -t2 -c16, 2 cores). So here, as Node's cluster module does by
+default, the supervisor accepts each connection and hands its file descriptor to the next warm
+worker in turn over a Unix socket (SCM_RIGHTS); the worker serves it with uvicorn's own HTTP
+protocol. 16 connections split 8/8.
 
 A worker takes connections only after the app's startup (models loaded and warmed) and counts
-as ready (``/v2/health/ready``) only then; the server listens once every worker is ready, so the
-first clients' keep-alive connections are not all dealt to the first worker to warm up. The supervisor restarts a worker that dies (``kill
--9``), gives its share to the others meanwhile, and on SIGTERM/SIGINT closes the listening
-socket and passes SIGTERM to every worker, which finishes what it accepted within uvicorn's
-grace period and exits.
+as ready (``/v2/health/ready``) only then; the server listens once every worker is ready, so
+the first clients' keep-alive connections are not all dealt to the first worker to warm up.
+The supervisor restarts a worker that dies (``kill -9``), gives its share to the others
+meanwhile, and on SIGTERM/SIGINT closes the listening socket and passes SIGTERM to every
+worker, which finishes what it accepted within uvicorn's grace period and exits.
 """
 from __future__ import annotations
 
