@@ -206,7 +206,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         registry.default = settings.models[0].name if settings.models else None
         follower = asyncio.create_task(shared.follow(registry)) if shared else None
         registry.ready = True  # every model was warmed as it loaded (cnnkit.serve.warmup)
-        if shared and app.state.ready_at_startup:  # (cnnkit.serve.workers marks it once listening)
+        if shared and app.state.ready_at_startup:  # (cnnkit.serve.workers marks it once it takes connections)
             shared.mark_ready()
         yield
         registry.ready = False
