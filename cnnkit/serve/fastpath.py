@@ -20,8 +20,8 @@ from urllib.parse import parse_qsl
 
 from cnnkit.errors import CnnkitError
 from cnnkit.serve import service
-from cnnkit.serve.inputs import accepted, from_body, unsupported
-from cnnkit.serve.limits import ApiError, Receive, Scope, Send, media_type
+from cnnkit.serve.inputs import check_type, from_body
+from cnnkit.serve.limits import ApiError, Receive, Scope, Send, declared_length
 from cnnkit.serve.prometheus import Metrics
 from cnnkit.serve.settings import Preprocess, ServeSettings
 
@@ -63,14 +63,6 @@ def options(query: bytes, max_top_k: int) -> Options | None:
     return Options(int(top_k), pre, BOOLS[include])  # type: ignore[arg-type]
 
 
-def content_length(scope: Scope, max_bytes: int) -> int | None:
-    """The declared body size when it is a number within the limit; otherwise None (BodyLimit answers)."""
-    for key, value in scope["headers"]:
-        if key == b"content-length":
-            return int(value) if value.isdigit() and int(value) <= max_bytes else None
-    return None
-
-
 def header(scope: Scope, name: bytes) -> str | None:
     return next((v.decode("latin-1") for k, v in scope["headers"] if k == name), None)
 
@@ -86,7 +78,8 @@ class FastPredict:
     def take(self, scope: Scope) -> Options | None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             return None
-        if content_length(scope, self.limits.max_request_bytes) is None:
+        size = declared_length(scope)
+        if size is None or not 0 <= size <= self.limits.max_request_bytes:  # BodyLimit answers these
             return None
         return options(scope.get("query_string", b""), self.limits.max_top_k)
 
@@ -105,32 +98,33 @@ class FastPredict:
             self._latency.observe(time.perf_counter() - start)
 
     async def _answer(self, scope: Scope, receive: Receive, opts: Options) -> tuple[int, bytes, list[Any]]:
-        extra: dict[str, str] = {}
         try:
             model = self.registry.get(None, None)
             work = service.predict(model, self._images(scope, receive), opts.top_k, opts.preprocess,
                                    self.limits, opts.include_input)
-            status, content = 200, await service.timed(work, self.limits.timeout_s)
-        except ApiError as exc:
-            status, content, extra = exc.status, self._error(exc.kind, exc.message), exc.headers
-        except CnnkitError as exc:
-            status, content = 422, self._error("bad_input", str(exc))
-        except Exception as exc:  # noqa: BLE001 - answered as the app's catch-all does, and logged
-            log.exception("unhandled error")
-            status, content = 500, self._error("internal", f"internal error ({type(exc).__name__})")
+            status, content, extra = 200, await service.timed(work, self.limits.timeout_s), {}
+        except Exception as exc:  # noqa: BLE001 - unexpected ones answered as the app's catch-all does, and logged
+            error = self._error(exc)
+            self.metrics.errors.labels(error.kind).inc()
+            status, content, extra = error.status, error.body(), error.headers
         body = json_body(content)
         headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
         headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
         return status, body, headers
 
-    def _error(self, kind: str, message: str) -> dict[str, str]:
-        self.metrics.errors.labels(kind).inc()
-        return {"error": message, "kind": kind}
+    @staticmethod
+    def _error(exc: Exception) -> ApiError:
+        """The answer the app's exception handlers give for ``exc``."""
+        if isinstance(exc, ApiError):
+            return exc
+        if isinstance(exc, CnnkitError):
+            return ApiError(422, "bad_input", str(exc))
+        log.error("unhandled error", exc_info=exc)
+        return ApiError(500, "internal", f"internal error ({type(exc).__name__})")
 
     async def _images(self, scope: Scope, receive: Receive) -> list[bytes]:
         content_type = header(scope, b"content-type")
-        if not accepted(content_type):  # refused before its body is read, as inputs.read_images does
-            raise unsupported(media_type(content_type))
+        check_type(content_type)  # before the body is read, as inputs.read_images does
         chunks = []
         while True:
             message = await receive()

@@ -163,32 +163,29 @@ def from_form(body: bytes, content_type: str, limits: Limits) -> list[bytes]:
     return blobs
 
 
+def check_type(content_type: str | None) -> str:
+    """The media type of a body /predict and /explain accept; 415 for any other, so a caller can
+    refuse before the body is read."""
+    kind = media_type(content_type)
+    if kind in FORM_TYPES or kind in JSON_TYPES or kind in IMAGE_TYPES or kind.startswith("image/"):
+        return kind
+    raise ApiError(415, "unsupported_type", f"Content-Type {kind or 'none'!r} is not accepted; use {ACCEPTED}")
+
+
 def from_body(content_type: str | None, body: bytes, limits: Limits) -> list[bytes]:
     """The encoded images of a /predict or /explain request body, in order."""
-    kind = media_type(content_type)
+    kind = check_type(content_type)
     if kind in FORM_TYPES:
         return from_form(body, content_type or "", limits)
     if kind in JSON_TYPES:
         return from_json(body, limits)
-    if kind in IMAGE_TYPES or kind.startswith("image/"):
-        if not body:
-            raise ApiError(422, "no_images", "empty request body")
-        return [body]
-    raise unsupported(kind)
-
-
-def unsupported(kind: str) -> ApiError:
-    return ApiError(415, "unsupported_type", f"Content-Type {kind or 'none'!r} is not accepted; use {ACCEPTED}")
+    if not body:  # a raw image body
+        raise ApiError(422, "no_images", "empty request body")
+    return [body]
 
 
 async def read_images(request: Request, limits: Limits) -> list[bytes]:
     """The encoded images of a /predict or /explain request, in order."""
     content_type = request.headers.get("content-type")
-    if not accepted(content_type):  # refused before its body is read
-        raise unsupported(media_type(content_type))
+    check_type(content_type)  # before the body is read
     return from_body(content_type, await request.body(), limits)
-
-
-def accepted(content_type: str | None) -> bool:
-    kind = media_type(content_type)
-    return kind in FORM_TYPES or kind in JSON_TYPES or kind in IMAGE_TYPES or kind.startswith("image/")

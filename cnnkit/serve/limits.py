@@ -42,6 +42,17 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def declared_length(scope: Scope) -> int | None:
+    """The request's Content-Length: None when absent, -1 when it is not a number."""
+    declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+    if declared is None:
+        return None
+    try:
+        return int(declared)
+    except ValueError:
+        return -1
+
+
 def too_large(limit: int) -> ApiError:
     return ApiError(413, "too_large", f"request body is over the limit of {limit:,} bytes")
 
@@ -64,12 +75,8 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                size = -1
+        size = declared_length(scope)
+        if size is not None:
             if size < 0 or size > self.max_bytes:
                 await self._refuse(send, "bad_length" if size < 0 else "too_large",
                                    "Content-Length is not a number" if size < 0 else too_large(self.max_bytes).message,
